@@ -1,0 +1,25 @@
+"""The ``clinicdb`` command: entry point and group registration."""
+
+from __future__ import annotations
+
+import click
+
+from clinicdb import __version__
+from clinicdb_cli import check, clinic, dev, migrate, psql, sql, staff
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="clinicdb")
+def cli() -> None:
+    """clinicdb: tenant isolation, audit and encryption inside PostgreSQL.
+
+    Example:
+
+        make demo                      # local primary + replica, migrated, seeded
+        eval "$(clinicdb dev env)"     # point commands and apps at it
+        clinicdb check                 # prove every clinic_id table is protected
+    """
+
+
+for module in (dev, migrate, check, clinic, staff, sql, psql):
+    module.register(cli)

@@ -1,0 +1,131 @@
+-- clinicdb.check_isolation(): prove, in a live database, that every table
+-- with a clinic_id column in the application schemas is protected, and that
+-- nothing beside the policies opens a way around them. One row per finding;
+-- no rows means protected. `clinicdb check` prints these and exits 1 on any.
+--
+-- The standard policies are compared with those of clinicdb.policy_reference,
+-- a table protected from the same clinicdb.tenant_policies rows, through
+-- pg_get_expr: a policy edited by hand on any table shows up as a finding.
+
+create table if not exists clinicdb.policy_reference (clinic_id uuid not null);
+comment on table clinicdb.policy_reference is
+    'clinicdb: never holds rows; carries the standard tenant policies so check_isolation() can compare against them.';
+revoke all on clinicdb.policy_reference from public;
+
+create or replace function clinicdb.check_isolation(p_schemas text[] default null)
+returns table (table_name text, finding text)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_schemas text[];
+begin
+    -- Application schemas: every non-system schema except the layer's own
+    -- (its tables have their own tests) unless the caller names them.
+    select coalesce(p_schemas, array_agg(n.nspname::text)) into v_schemas
+      from pg_namespace n
+     where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast', 'clinicdb', 'clinicdb_tap')
+       and n.nspname not like 'pg\_temp\_%' and n.nspname not like 'pg\_toast\_temp\_%';
+
+    return query
+    with tenant_tables as (
+        select c.oid as relid, c.oid::regclass::text as name, c.relrowsecurity, c.relforcerowsecurity,
+               c.relowner, c.relkind, a.attnotnull
+          from pg_class c
+          join pg_namespace n on n.oid = c.relnamespace
+          join pg_attribute a on a.attrelid = c.oid and a.attname = 'clinic_id' and not a.attisdropped
+         where n.nspname = any (v_schemas)
+           and c.relkind in ('r', 'p')
+           and not c.relispartition
+    ),
+    reference as (
+        select p.polname, p.polcmd, p.polpermissive, p.polroles,
+               pg_get_expr(p.polqual, p.polrelid) as qual,
+               pg_get_expr(p.polwithcheck, p.polrelid) as withcheck
+          from pg_policy p
+         where p.polrelid = 'clinicdb.policy_reference'::regclass
+    ),
+    findings as (
+        select t.name, 'row level security is not enabled'::text as finding
+          from tenant_tables t where not t.relrowsecurity
+        union all
+        select t.name, 'row level security is not forced (the owner bypasses it)'
+          from tenant_tables t where not t.relforcerowsecurity
+        union all
+        select t.name, 'clinic_id allows NULL'
+          from tenant_tables t where not t.attnotnull
+        union all
+        select t.name, 'not registered by clinicdb.protect_table()'
+          from tenant_tables t
+         where not exists (select 1 from clinicdb.protected_tables pt where pt.table_name = t.relid)
+        union all
+        select t.name, format('standard policy %s is missing', r.polname)
+          from tenant_tables t cross join reference r
+         where not exists (select 1 from pg_policy p where p.polrelid = t.relid and p.polname = r.polname)
+        union all
+        select t.name, format('policy %s differs from the standard definition', p.polname)
+          from tenant_tables t
+          join pg_policy p on p.polrelid = t.relid
+          join reference r on r.polname = p.polname
+         where p.polcmd <> r.polcmd or p.polpermissive <> r.polpermissive or p.polroles <> r.polroles
+            or pg_get_expr(p.polqual, p.polrelid) is distinct from r.qual
+            or pg_get_expr(p.polwithcheck, p.polrelid) is distinct from r.withcheck
+        union all
+        select t.name, format('extra permissive policy %s widens the tenant policy', p.polname)
+          from tenant_tables t
+          join pg_policy p on p.polrelid = t.relid
+         where p.polpermissive and p.polname not in (select r.polname from reference r)
+        union all
+        select t.name, format('owned by %s, which holds an application or staff role', pg_get_userbyid(t.relowner))
+          from tenant_tables t
+         where pg_has_role(t.relowner, 'clinicdb_app', 'MEMBER')
+            or pg_has_role(t.relowner, 'clinicdb_readonly', 'MEMBER')
+            or pg_has_role(t.relowner, 'clinicdb_staff', 'MEMBER')
+        union all
+        -- TRUNCATE, REFERENCES and TRIGGER are not covered by RLS.
+        select t.name, format('%s holds %s, which row level security does not cover',
+                              case when acl.grantee = 0 then 'public' else pg_get_userbyid(acl.grantee) end,
+                              acl.privilege_type)
+          from tenant_tables t
+          cross join lateral aclexplode((select c.relacl from pg_class c where c.oid = t.relid)) acl
+         where acl.privilege_type in ('TRUNCATE', 'REFERENCES', 'TRIGGER')
+           and acl.grantee <> t.relowner
+        union all
+        -- A view that is not security_invoker reads the table with its
+        -- owner's rights; if that owner bypasses RLS, so does every reader.
+        -- A materialized view stores whatever its refresher could see.
+        select t.name, format('%s %s reads it %s',
+                              case v.relkind when 'm' then 'materialized view' else 'view' end,
+                              v.oid::regclass::text,
+                              case v.relkind when 'm' then 'and stores rows outside the policy'
+                                   else 'without security_invoker' end)
+          from tenant_tables t
+          join pg_depend d on d.refobjid = t.relid and d.classid = 'pg_rewrite'::regclass
+          join pg_rewrite rw on rw.oid = d.objid
+          join pg_class v on v.oid = rw.ev_class and v.oid <> t.relid
+         where v.relkind = 'm'
+            or (v.relkind = 'v' and not coalesce('security_invoker=true' = any (v.reloptions)
+                                                  or 'security_invoker=on' = any (v.reloptions), false))
+    )
+    select distinct f.name, f.finding from findings f
+    union all
+    -- The application path must never be able to skip the policies.
+    select r.rolname::text, 'role holds an application or staff role and bypasses row level security'
+      from pg_roles r
+     where (r.rolsuper or r.rolbypassrls)
+       and r.rolname not in ('clinicdb_owner')
+       and (exists (select 1 from pg_auth_members m join pg_roles g on g.oid = m.roleid
+                     where m.member = r.oid
+                       and g.rolname in ('clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor')))
+    union all
+    select r.rolname::text, 'clinicdb group role is SUPERUSER or BYPASSRLS'
+      from pg_roles r
+     where r.rolname in ('clinicdb_owner', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor')
+       and (r.rolsuper or r.rolbypassrls)
+    order by 1, 2;
+end
+$$;
+comment on function clinicdb.check_isolation(text[]) is
+    'clinicdb: findings that break tenant isolation in the application schemas; no rows means every clinic_id table is protected.';
+grant execute on function clinicdb.check_isolation(text[]) to clinicdb_owner, clinicdb_auditor;

@@ -1,0 +1,23 @@
+-- Operators create clinics; the application cannot (clinics is a tenant
+-- table and the app only ever sees the clinic in force). SECURITY INVOKER and
+-- granted to nobody: a DBA (a role that bypasses RLS) runs it.
+create or replace function clinicdb.create_clinic(p_name text, p_id uuid default null, p_timezone text default 'UTC')
+returns uuid
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_id uuid := coalesce(p_id, gen_random_uuid());
+begin
+    if p_name is null or length(btrim(p_name)) = 0 then
+        raise exception 'a clinic needs a name' using errcode = 'invalid_parameter_value';
+    end if;
+    insert into public.clinics (id, name, timezone) values (v_id, btrim(p_name), p_timezone)
+    on conflict (id) do nothing;
+    return v_id;
+end
+$$;
+comment on function clinicdb.create_clinic(text, uuid, text) is
+    'clinicdb: create a clinic (tenant) and return its id. For operators (DBAs); granted to no application role.';
+revoke execute on function clinicdb.create_clinic(text, uuid, text) from public;

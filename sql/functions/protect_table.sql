@@ -1,0 +1,123 @@
+-- clinicdb.protect_table(regclass): make a table with a clinic_id column
+-- tenant-isolated. Idempotent: safe to run again after a change to the
+-- standard policy, which it then re-applies.
+--
+-- clinicdb.protect_table_sql(regclass) returns the exact statements, so a DBA
+-- can review them (`clinicdb sql policies TABLE`); protect_table runs those
+-- same statements and nothing else, then records the table in the registry.
+
+create table if not exists clinicdb.protected_tables (
+    table_name regclass primary key,
+    protected_at timestamptz not null default now(),
+    protected_by name not null default session_user
+);
+comment on table clinicdb.protected_tables is 'clinicdb: tables protect_table() has made tenant-isolated.';
+grant select on clinicdb.protected_tables to clinicdb_auditor;
+
+create or replace function clinicdb.protect_table_sql(p_table regclass)
+returns setof text
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_col record;
+    v_policy record;
+    v_role text;
+begin
+    select a.attnotnull, a.attgenerated, format_type(a.atttypid, a.atttypmod) as type_name
+      into v_col
+      from pg_attribute a
+     where a.attrelid = p_table and a.attname = 'clinic_id' and not a.attisdropped;
+    if not found then
+        raise exception 'table % has no clinic_id column', p_table
+            using errcode = 'undefined_column',
+                  hint = 'add one first: alter table ... add column clinic_id uuid not null references clinics (id)';
+    end if;
+    if v_col.type_name <> 'uuid' then
+        raise exception 'table %: clinic_id is %, not uuid', p_table, v_col.type_name
+            using errcode = 'datatype_mismatch',
+                  hint = 'clinic ids are uuids; alter the column type to uuid';
+    end if;
+    if (select c.relkind from pg_class c where c.oid = p_table) not in ('r', 'p') then
+        raise exception '% is not a table', p_table
+            using errcode = 'wrong_object_type',
+                  hint = 'protect the underlying table; views should use security_invoker';
+    end if;
+
+    -- Inserts need not name the clinic; with none in force the default raises.
+    if v_col.attgenerated = '' then
+        return next format('alter table %s alter column clinic_id set default clinicdb.require_clinic_id()', p_table);
+    end if;
+    if not v_col.attnotnull then
+        return next format('alter table %s alter column clinic_id set not null', p_table);
+    end if;
+
+    -- Forced: the owner is subject to the policies too; only superusers and
+    -- BYPASSRLS roles (which the layer never creates) are not.
+    return next format('alter table %s enable row level security', p_table);
+    return next format('alter table %s force row level security', p_table);
+
+    for v_policy in select * from clinicdb.tenant_policies order by command loop
+        return next format('drop policy if exists %I on %s', v_policy.policy_name, p_table);
+        return next format('create policy %I on %s as permissive for %s to public%s%s',
+            v_policy.policy_name, p_table, v_policy.command,
+            coalesce(' using (' || v_policy.using_expr || ')', ''),
+            coalesce(' with check (' || v_policy.check_expr || ')', ''));
+    end loop;
+
+    -- RLS does not cover TRUNCATE (wipes every clinic), REFERENCES (a foreign
+    -- key from a table you own probes other clinics' keys) or TRIGGER.
+    foreach v_role in array array['public', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor'] loop
+        return next format('revoke truncate, references, trigger on %s from %s', p_table, v_role);
+    end loop;
+
+    -- updated_at is kept by the database, not trusted from the client.
+    if exists (select 1 from pg_attribute where attrelid = p_table and attname = 'updated_at' and not attisdropped) then
+        return next format('drop trigger if exists clinicdb_touch_row on %s', p_table);
+        return next format('create trigger clinicdb_touch_row before update on %s '
+                           'for each row execute function clinicdb.touch_row()', p_table);
+    end if;
+end
+$$;
+comment on function clinicdb.protect_table_sql(regclass) is
+    'clinicdb: the statements protect_table() would run for a table, for review.';
+grant execute on function clinicdb.protect_table_sql(regclass) to clinicdb_owner, clinicdb_auditor;
+
+create or replace function clinicdb.protect_table(p_table regclass)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_stmt text;
+    v_extra text;
+begin
+    for v_stmt in select * from clinicdb.protect_table_sql(p_table) loop
+        execute v_stmt;
+    end loop;
+
+    -- A permissive policy of someone else's is OR-ed with ours and widens
+    -- access; clinicdb.check_isolation() reports it as a finding.
+    select string_agg(polname::text, ', ') into v_extra
+      from pg_policy
+     where polrelid = p_table and polpermissive
+       and polname not in (select policy_name from clinicdb.tenant_policies);
+    if v_extra is not null then
+        raise warning 'table % has other permissive policies (%), which widen the tenant policy', p_table, v_extra
+            using hint = 'drop them, or make them restrictive (as restrictive)';
+    end if;
+
+    -- Later layers (audit) attach their triggers when they are installed.
+    if to_regprocedure('clinicdb.attach_audit(regclass)') is not null then
+        execute 'select clinicdb.attach_audit($1)' using p_table;
+    end if;
+
+    insert into clinicdb.protected_tables (table_name) values (p_table)
+    on conflict (table_name) do update set protected_at = now(), protected_by = session_user;
+end
+$$;
+comment on function clinicdb.protect_table(regclass) is
+    'clinicdb: make a table with a clinic_id column tenant-isolated (forced RLS, the standard policies). Idempotent.';
+grant execute on function clinicdb.protect_table(regclass) to clinicdb_owner;

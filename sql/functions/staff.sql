@@ -1,0 +1,77 @@
+-- Staff logins: humans in psql, each scoped to its clinic.
+--
+-- grant_staff makes a login a member of clinicdb_staff and maps it to a
+-- clinic; revoke_staff removes a mapping and, with the last one, the
+-- membership. Both run with the caller's rights (SECURITY INVOKER): granting
+-- role membership needs CREATEROLE or ADMIN on clinicdb_staff, and the layer
+-- does not lend that to anyone.
+--
+-- Refused: roles that bypass RLS (superuser, BYPASSRLS) -- their mapping would
+-- be a lie -- and members of the app/readonly/owner/auditor groups, whose
+-- other path to data (app.clinic_id, ownership, audit reads) a staff mapping
+-- must not sit beside.
+create or replace function clinicdb.grant_staff(p_role name, p_clinic uuid)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_role record;
+begin
+    select rolname, rolsuper, rolbypassrls, rolcanlogin into v_role from pg_roles where rolname = p_role;
+    if not found then
+        raise exception 'role % does not exist', p_role
+            using errcode = 'undefined_object', hint = 'create the login first: create role ... login';
+    end if;
+    if v_role.rolsuper or v_role.rolbypassrls then
+        raise exception 'role % bypasses row level security and cannot be staff', p_role
+            using errcode = 'insufficient_privilege', hint = 'use a login without SUPERUSER or BYPASSRLS';
+    end if;
+    if p_role in ('clinicdb_staff', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_owner', 'clinicdb_auditor')
+       or pg_has_role(p_role, 'clinicdb_app', 'MEMBER')
+       or pg_has_role(p_role, 'clinicdb_readonly', 'MEMBER')
+       or pg_has_role(p_role, 'clinicdb_owner', 'MEMBER')
+       or pg_has_role(p_role, 'clinicdb_auditor', 'MEMBER') then
+        raise exception 'role % is a clinicdb group or holds one; staff must be a plain login', p_role
+            using errcode = 'insufficient_privilege', hint = 'create a separate login for the person';
+    end if;
+    if not exists (select 1 from public.clinics where id = p_clinic) then
+        raise exception 'clinic % does not exist', p_clinic
+            using errcode = 'foreign_key_violation', hint = 'list clinics with: clinicdb clinic list';
+    end if;
+    if not v_role.rolcanlogin then
+        raise warning 'role % cannot log in; the mapping applies once it can', p_role;
+    end if;
+    execute format('grant clinicdb_staff to %I', p_role);
+    insert into clinicdb.staff_members (role_name, clinic_id) values (p_role, p_clinic)
+    on conflict do nothing;
+end
+$$;
+comment on function clinicdb.grant_staff(name, uuid) is
+    'clinicdb: let a psql login act for one clinic (adds it to clinicdb_staff).';
+revoke execute on function clinicdb.grant_staff(name, uuid) from public;
+
+create or replace function clinicdb.revoke_staff(p_role name, p_clinic uuid default null)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_removed integer;
+begin
+    delete from clinicdb.staff_members
+     where role_name = p_role and (p_clinic is null or clinic_id = p_clinic);
+    get diagnostics v_removed = row_count;
+    if not exists (select 1 from clinicdb.staff_members where role_name = p_role)
+       and exists (select 1 from pg_roles where rolname = p_role)
+       and pg_has_role(p_role, 'clinicdb_staff', 'MEMBER') then
+        execute format('revoke clinicdb_staff from %I', p_role);
+    end if;
+    return v_removed;
+end
+$$;
+comment on function clinicdb.revoke_staff(name, uuid) is
+    'clinicdb: remove a staff login''s mapping to one clinic (or all, when clinic is null); returns mappings removed.';
+revoke execute on function clinicdb.revoke_staff(name, uuid) from public;

@@ -1,0 +1,18 @@
+-- Application users who work at a clinic (doctors, nurses, front desk).
+-- Not to be confused with clinicdb_staff, the database role for psql logins.
+create table if not exists public.staff (
+    id uuid primary key default gen_random_uuid(),
+    clinic_id uuid not null references public.clinics (id),
+    display_name text not null,
+    email text not null,
+    job_role text not null default 'clinician'
+        check (job_role in ('clinician', 'nurse', 'front_desk', 'admin')),
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    deleted_at timestamptz,
+    unique (clinic_id, id),
+    -- One account per e-mail within a clinic; the same person may work at two.
+    unique (clinic_id, email)
+);
+alter table public.staff owner to clinicdb_owner;
+comment on table public.staff is 'Application users of a clinic.';

@@ -1,0 +1,18 @@
+-- The tenants. Every tenant table references clinics (id). A clinic row is
+-- itself tenant data (name, contact), so clinics carries a clinic_id too --
+-- generated as a copy of id -- and is protected by the very same policy as
+-- every other tenant table: an application transaction sees only its clinic.
+-- Clinics are created by operators through clinicdb.create_clinic().
+create table if not exists public.clinics (
+    id uuid primary key default gen_random_uuid(),
+    clinic_id uuid generated always as (id) stored not null,
+    name text not null check (length(btrim(name)) > 0),
+    timezone text not null default 'UTC',
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    deleted_at timestamptz,
+    unique (clinic_id, id)
+);
+alter table public.clinics owner to clinicdb_owner;
+comment on table public.clinics is 'clinicdb: the tenants; each row is one clinic.';
+comment on column public.clinics.clinic_id is 'Always equal to id, so the standard tenant policy applies unchanged.';

@@ -1,0 +1,21 @@
+-- Undo roles.sql in this database. The roles themselves are cluster-wide:
+-- they are dropped only when nothing in any other database still needs them.
+revoke create, usage on schema public from clinicdb_owner;
+do $$
+declare
+    v_role text;
+begin
+    foreach v_role in array array[
+        'clinicdb_auditor', 'clinicdb_staff', 'clinicdb_readonly', 'clinicdb_app', 'clinicdb_owner'
+    ] loop
+        if exists (select 1 from pg_roles where rolname = v_role) then
+            execute format('drop owned by %I', v_role);
+            begin
+                execute format('drop role %I', v_role);
+            exception when dependent_objects_still_exist then
+                raise notice 'role % is still used in another database; kept', v_role;
+            end;
+        end if;
+    end loop;
+end
+$$;

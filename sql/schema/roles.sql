@@ -1,0 +1,46 @@
+-- The five group roles of CONTRACT.md. They are NOLOGIN groups: deployments
+-- create their own login roles and grant membership (the dev cluster creates
+-- clinicdb_app_user and friends). Roles are cluster-wide, so creation is
+-- guarded and attributes are reasserted on every run: a role someone
+-- created earlier by hand with BYPASSRLS is corrected, not trusted.
+do $$
+declare
+    v_role text;
+begin
+    foreach v_role in array array[
+        'clinicdb_owner', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor'
+    ] loop
+        if not exists (select 1 from pg_roles where rolname = v_role) then
+            execute format('create role %I nologin', v_role);
+        end if;
+        -- Nobody in the layer may skip row level security or act as a superuser.
+        execute format(
+            'alter role %I nologin nosuperuser nobypassrls nocreatedb nocreaterole noreplication',
+            v_role
+        );
+    end loop;
+end
+$$;
+
+comment on role clinicdb_owner is
+    'clinicdb: owns the layer''s schema objects; migrations act as it. Subject to forced RLS.';
+comment on role clinicdb_app is
+    'clinicdb: the application; sets app.clinic_id per transaction. Never owner, never BYPASSRLS.';
+comment on role clinicdb_readonly is
+    'clinicdb: read-only application access (replicas, analytics), still scoped to one clinic.';
+comment on role clinicdb_staff is
+    'clinicdb: human psql logins, each mapped to its clinic by clinicdb.grant_staff().';
+comment on role clinicdb_auditor is
+    'clinicdb: reads audit trails across clinics; no access to PHI tables.';
+
+-- The owner builds the schema; it needs to create in this database and in public.
+do $$
+begin
+    execute format('grant create, connect, temporary on database %I to clinicdb_owner', current_database());
+    execute format(
+        'grant connect on database %I to clinicdb_app, clinicdb_readonly, clinicdb_staff, clinicdb_auditor',
+        current_database()
+    );
+end
+$$;
+grant create, usage on schema public to clinicdb_owner;
