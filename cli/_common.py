@@ -22,6 +22,7 @@ _EXPECTED: tuple[type[BaseException], ...] = (
     ClusterError,
     PostgresNotFound,
     FileNotFoundError,
+    PermissionError,
     subprocess.CalledProcessError,
     ValueError,
 )
@@ -66,9 +67,7 @@ def admin_url_option(func: F) -> F:
 def resolve_admin_url(database_url: str | None) -> str:
     url = database_url or env("CLINICDB_ADMIN_URL") or env("CLINICDB_DATABASE_URL")
     if not url:
-        raise click.ClickException(
-            "no database given: pass --database-url, or run eval \"$(clinicdb dev env)\" first"
-        )
+        raise click.ClickException('no database given: pass --database-url, or run eval "$(clinicdb dev env)" first')
     return url
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import psycopg
 
-from clinicdb_cli._common import (
+from ._common import (
     admin_url_option,
     friendly_errors,
     output_options,
@@ -16,7 +16,12 @@ from clinicdb_cli._common import (
 
 @click.command()
 @admin_url_option
-@click.option("--schema", "schemas", multiple=True, help="Application schema to sweep (repeatable; default: all).")
+@click.option(
+    "--schema",
+    "schemas",
+    multiple=True,
+    help="Application schema to sweep (repeatable; default: all).",
+)
 @output_options
 @friendly_errors
 def check(database_url: str | None, schemas: tuple[str, ...], as_json: bool) -> None:

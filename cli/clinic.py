@@ -7,7 +7,7 @@ import uuid
 import click
 import psycopg
 
-from clinicdb_cli._common import (
+from ._common import (
     admin_url_option,
     friendly_errors,
     output_options,
@@ -40,9 +40,7 @@ def add(name: str, clinic_id: uuid.UUID | None, timezone: str, database_url: str
         clinicdb clinic add "Northside Family Practice" --timezone Europe/Berlin
     """
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
-        row = conn.execute(
-            "select clinicdb.create_clinic(%s, %s, %s)", (name, clinic_id, timezone)
-        ).fetchone()
+        row = conn.execute("select clinicdb.create_clinic(%s, %s, %s)", (name, clinic_id, timezone)).fetchone()
     assert row is not None
     click.echo(str(row[0]))
 

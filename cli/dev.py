@@ -8,7 +8,8 @@ import shlex
 import click
 
 from clinicdb.devcluster.bootstrap import APP_LOGIN, bootstrap, dev_cluster
-from clinicdb_cli._common import friendly_errors, print_table
+
+from ._common import friendly_errors, print_table
 
 
 @click.group()
@@ -73,10 +74,7 @@ def status(as_json: bool) -> None:
     click.echo(f"root: {result.root}")
     print_table(
         ["server", "role", "port", "state", "pid", "lag_bytes"],
-        [
-            [s.name, s.role, s.port, "running" if s.running else "stopped", s.pid, s.lag_bytes]
-            for s in result.servers
-        ],
+        [[s.name, s.role, s.port, "running" if s.running else "stopped", s.pid, s.lag_bytes] for s in result.servers],
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from clinicdb import __version__
-from clinicdb_cli import check, clinic, dev, migrate, psql, sql, staff
+
+from . import check, clinic, demo, dev, migrate, psql, sql, staff
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,5 +22,5 @@ def cli() -> None:
     """
 
 
-for module in (dev, migrate, check, clinic, staff, sql, psql):
+for module in (dev, migrate, check, clinic, staff, sql, psql, demo):
     module.register(cli)

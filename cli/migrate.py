@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from clinicdb import schema
-from clinicdb_cli._common import (
+
+from ._common import (
     admin_url_option,
     friendly_errors,
     output_options,

@@ -11,7 +11,7 @@ import uuid
 import click
 import psycopg
 
-from clinicdb_cli._common import admin_url_option, friendly_errors, resolve_admin_url
+from ._common import admin_url_option, friendly_errors, resolve_admin_url
 
 ROLES = ("clinicdb_readonly", "clinicdb_app")
 

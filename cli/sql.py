@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import psycopg
 
-from clinicdb_cli._common import admin_url_option, friendly_errors, resolve_admin_url
+from ._common import admin_url_option, friendly_errors, resolve_admin_url
 
 
 @click.group()

@@ -7,7 +7,7 @@ import uuid
 import click
 import psycopg
 
-from clinicdb_cli._common import (
+from ._common import (
     admin_url_option,
     friendly_errors,
     output_options,

@@ -8,8 +8,9 @@ be able to create roles and grant them -- a superuser on a fresh database.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,7 @@ def project_root() -> Path:
     env = os.environ.get("CLINICDB_HOME")
     root = Path(env) if env else Path(__file__).resolve().parents[2]
     if not (root / "migrations").is_dir() or not (root / "sql").is_dir():
-        raise FileNotFoundError(
-            f"no clinicdb migrations under {root}: set CLINICDB_HOME to the clinicdb checkout"
-        )
+        raise FileNotFoundError(f"no clinicdb migrations under {root}: set CLINICDB_HOME to the clinicdb checkout")
     return root
 
 
@@ -74,11 +73,20 @@ def _migrations() -> Any:
     return read_migrations(str(project_root() / "migrations"))
 
 
+@contextlib.contextmanager
+def _backend(url: str) -> Iterator[Any]:
+    """A yoyo backend whose connection is closed afterwards (yoyo leaves it open)."""
+    backend = get_backend(yoyo_url(url))
+    try:
+        yield backend
+    finally:
+        backend.connection.close()
+
+
 def apply(url: str) -> list[str]:
     """Apply every pending migration; return the ids applied, in order."""
-    backend = get_backend(yoyo_url(url))
     migrations = _migrations()
-    with backend.lock():
+    with _backend(url) as backend, backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
     return [m.id for m in pending]
@@ -86,17 +94,15 @@ def apply(url: str) -> list[str]:
 
 def rollback(url: str, *, count: int | None = 1, to_zero: bool = False) -> list[str]:
     """Roll back the newest ``count`` migrations (or all of them); return their ids."""
-    backend = get_backend(yoyo_url(url))
     migrations = _migrations()
-    with backend.lock():
-        applied = backend.to_rollback(migrations)
-        chosen: Iterable[Any] = applied if to_zero or count is None else list(applied)[:count]
-        chosen = list(chosen)
+    with _backend(url) as backend, backend.lock():
+        applied = list(backend.to_rollback(migrations))
+        chosen = applied if to_zero or count is None else applied[:count]
         backend.rollback_migrations(migrations.__class__(chosen))
     return [m.id for m in chosen]
 
 
 def status(url: str) -> list[MigrationState]:
     """Every migration in ``migrations/`` with its applied state."""
-    backend = get_backend(yoyo_url(url))
-    return [MigrationState(m.id, bool(backend.is_applied(m))) for m in _migrations()]
+    with _backend(url) as backend:
+        return [MigrationState(m.id, bool(backend.is_applied(m))) for m in _migrations()]

@@ -20,8 +20,16 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("CLINICDB_DATABASE_URL", "", "Primary server URL the application (a clinicdb_app login) uses."),
-    Setting("CLINICDB_REPLICA_URLS", "", "Comma-separated replica URLs for reads; empty means reads use the primary."),
+    Setting(
+        "CLINICDB_DATABASE_URL",
+        "",
+        "Primary server URL the application (a clinicdb_app login) uses.",
+    ),
+    Setting(
+        "CLINICDB_REPLICA_URLS",
+        "",
+        "Comma-separated replica URLs for reads; empty means reads use the primary.",
+    ),
     Setting(
         "CLINICDB_ADMIN_URL",
         "",
@@ -29,9 +37,21 @@ SETTINGS: tuple[Setting, ...] = (
         "falls back to CLINICDB_DATABASE_URL.",
     ),
     Setting("CLINICDB_HOME", "the checkout", "The clinicdb checkout holding sql/ and migrations/."),
-    Setting("CLINICDB_DEV_DIR", "<checkout>/.clinicdb", "Where `clinicdb dev up` keeps the local servers."),
-    Setting("CLINICDB_PG_BINDIR", "found", "Directory with initdb and pg_ctl, when not found on PATH or in /usr/lib/postgresql."),
-    Setting("CLINICDB_TEST_DATABASE_URL", "", "Tests: use this existing server (superuser URL) instead of starting one."),
+    Setting(
+        "CLINICDB_DEV_DIR",
+        "<checkout>/.clinicdb",
+        "Where `clinicdb dev up` keeps the local servers.",
+    ),
+    Setting(
+        "CLINICDB_PG_BINDIR",
+        "found",
+        "Directory with initdb and pg_ctl, when not found on PATH or in /usr/lib/postgresql.",
+    ),
+    Setting(
+        "CLINICDB_TEST_DATABASE_URL",
+        "",
+        "Tests: use this existing server (superuser URL) instead of starting one.",
+    ),
 )
 
 

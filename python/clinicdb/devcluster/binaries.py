@@ -100,3 +100,16 @@ def run_as_server(
         last = detail[-1] if detail else f"exit code {result.returncode}"
         raise subprocess.CalledProcessError(result.returncode, full, result.stdout, last)
     return result
+
+
+def check_reachable(path: Path) -> None:
+    """Fail clearly when the server's OS user cannot enter ``path`` (a 0700 parent)."""
+    user = server_user()
+    if user is None:
+        return
+    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(path)], check=False)
+    if probe.returncode != 0:
+        raise PermissionError(
+            f"the '{user}' OS user that runs PostgreSQL cannot write {path}: "
+            "choose a folder every user can traverse (set CLINICDB_DEV_DIR)"
+        )

@@ -20,7 +20,12 @@ from typing import Any
 
 import psycopg
 
-from clinicdb.devcluster.binaries import chown_for_server, find_bindir, run_as_server
+from clinicdb.devcluster.binaries import (
+    check_reachable,
+    chown_for_server,
+    find_bindir,
+    run_as_server,
+)
 
 CONF_FILE = Path(__file__).with_name("clinicdb.conf")
 SUPERUSER = "postgres"
@@ -139,6 +144,7 @@ class LocalCluster:
         (self.root / "log").mkdir(exist_ok=True)
         (self.root / "run").mkdir(exist_ok=True)
         chown_for_server(self.root)
+        check_reachable(self.root)
         if not (self.data_dir("primary") / "PG_VERSION").exists():
             self._initdb(bindir)
         self._start(bindir, "primary")
@@ -198,23 +204,25 @@ class LocalCluster:
                 pid=self.pid(name),
             )
             if running:
-                with contextlib.suppress(psycopg.Error):
-                    with psycopg.connect(self.url(name, database="postgres"), connect_timeout=3) as conn:
-                        row = conn.execute(
-                            "select pg_is_in_recovery(), case when pg_is_in_recovery()"
-                            " then pg_last_wal_replay_lsn()::text else pg_current_wal_lsn()::text end"
+                with (
+                    contextlib.suppress(psycopg.Error),
+                    psycopg.connect(self.url(name, database="postgres"), connect_timeout=3) as conn,
+                ):
+                    row = conn.execute(
+                        "select pg_is_in_recovery(), case when pg_is_in_recovery()"
+                        " then pg_last_wal_replay_lsn()::text else pg_current_wal_lsn()::text end"
+                    ).fetchone()
+                    assert row is not None
+                    status.in_recovery = bool(row[0])
+                    if name == "primary":
+                        primary_lsn = row[1]
+                        status.lag_bytes = 0
+                    elif primary_lsn is not None and row[1] is not None:
+                        lag = conn.execute(
+                            "select greatest(pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn), 0)::bigint",
+                            (primary_lsn, row[1]),
                         ).fetchone()
-                        assert row is not None
-                        status.in_recovery = bool(row[0])
-                        if name == "primary":
-                            primary_lsn = row[1]
-                            status.lag_bytes = 0
-                        elif primary_lsn is not None and row[1] is not None:
-                            lag = conn.execute(
-                                "select greatest(pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn), 0)::bigint",
-                                (primary_lsn, row[1]),
-                            ).fetchone()
-                            status.lag_bytes = int(lag[0]) if lag else None
+                        status.lag_bytes = int(lag[0]) if lag else None
             result.servers.append(status)
         return result
 
@@ -241,9 +249,7 @@ class LocalCluster:
     def _basebackup(self, bindir: Path, name: str) -> None:
         slot = f"clinicdb_{name}"
         with psycopg.connect(self.url("primary", database="postgres"), autocommit=True) as conn:
-            exists = conn.execute(
-                "select 1 from pg_replication_slots where slot_name = %s", (slot,)
-            ).fetchone()
+            exists = conn.execute("select 1 from pg_replication_slots where slot_name = %s", (slot,)).fetchone()
         argv = [
             str(bindir / "pg_basebackup"),
             "-h", "127.0.0.1",
@@ -289,15 +295,11 @@ class LocalCluster:
                 timeout=180,
             )
         except subprocess.CalledProcessError as exc:
-            raise ClusterError(
-                f"{name} did not start ({exc.stderr}); see {self.log_file(name)}"
-            ) from exc
+            raise ClusterError(f"{name} did not start ({exc.stderr}); see {self.log_file(name)}") from exc
 
     def _ensure_database(self) -> None:
         with psycopg.connect(self.url("primary", database="postgres"), autocommit=True) as conn:
-            found = conn.execute(
-                "select 1 from pg_database where datname = %s", (self.database,)
-            ).fetchone()
+            found = conn.execute("select 1 from pg_database where datname = %s", (self.database,)).fetchone()
             if not found:
                 conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(self.database)))
 
@@ -311,9 +313,7 @@ class LocalCluster:
             deadline = time.monotonic() + timeout
             with psycopg.connect(self.url(name, database="postgres"), autocommit=True) as conn:
                 while True:
-                    done = conn.execute(
-                        "select pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-                    ).fetchone()
+                    done = conn.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
                     if done and done[0]:
                         break
                     if time.monotonic() > deadline:

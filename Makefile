@@ -1,0 +1,57 @@
+# clinicdb: `make demo` then `make test` on a fresh Debian machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CLINICDB := $(BIN)/clinicdb
+
+.PHONY: default demo test test-pgtap test-py lint bench system-deps venv down clean
+
+default: test lint
+
+# The main job: local primary + replica, migrated, two demo clinics, the story.
+demo: venv
+	$(CLINICDB) dev up
+	$(CLINICDB) demo
+
+# Every test: pgTAP through pg_prove, then pytest (each starts its own servers).
+test: test-pgtap test-py
+
+# pgTAP suites under tests/pgtap/ against a throwaway migrated server.
+test-pgtap: venv
+	$(BIN)/python tests/run_pgtap.py
+
+# pytest over tests/py/ (exit code 5, "no tests ran", fails too).
+test-py: venv
+	$(BIN)/pytest
+
+# The checkers pre-commit runs too.
+lint: venv
+	$(BIN)/ruff check python cli tests/py bench migrations tests/run_pgtap.py
+	$(BIN)/ruff format --check python cli tests/py bench migrations tests/run_pgtap.py
+	$(BIN)/mypy python cli
+
+# Benchmarks: ratios against a baseline measured in the same run.
+bench: venv
+	$(BIN)/python -m bench
+
+# PostgreSQL 15 server, pgTAP, pg_prove and venv support: installs only what is missing (root: apt).
+system-deps:
+	@bash docker/install-debian-deps.sh
+
+# The virtual environment with clinicdb installed editable, plus dev tools.
+venv: system-deps $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# Stop the local servers (data kept).
+down:
+	$(CLINICDB) dev down
+
+# Stop the servers and remove them, the venv and caches.
+clean:
+	-$(CLINICDB) dev down
+	rm -rf .clinicdb $(VENV) .pytest_cache .mypy_cache .ruff_cache

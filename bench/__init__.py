@@ -1,0 +1,1 @@
+"""clinicdb benchmarks: every result is a ratio against a baseline measured in the same run."""

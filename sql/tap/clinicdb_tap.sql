@@ -1,0 +1,132 @@
+-- clinicdb_tap: helpers for pgTAP suites that prove tenant isolation, for
+-- clinicdb's own tests and for yours. Install after pgTAP:
+--     create extension pgtap; \i sql/tap/clinicdb_tap.sql
+-- Tests run as a superuser inside begin ... rollback; the helpers switch
+-- personas with transaction-local settings, so the rollback undoes them.
+create schema if not exists clinicdb_tap;
+grant usage on schema clinicdb_tap to public;
+
+-- Become the application for one clinic, as the driver does it: role plus a
+-- transaction-local app.clinic_id. A NULL clinic means "no clinic in force".
+create or replace function clinicdb_tap.authenticate_as_app(p_clinic uuid, p_role name default 'clinicdb_app')
+returns void language plpgsql as $$
+begin
+    perform set_config('role', p_role, true);
+    perform set_config('app.clinic_id', coalesce(p_clinic::text, ''), true);
+end $$;
+comment on function clinicdb_tap.authenticate_as_app(uuid, name) is
+    'clinicdb_tap: act as an application role with app.clinic_id set for this transaction.';
+
+-- Become any role (a staff login, the owner, the auditor).
+create or replace function clinicdb_tap.authenticate_as(p_role name)
+returns void language plpgsql as $$
+begin
+    perform set_config('role', p_role, true);
+end $$;
+comment on function clinicdb_tap.authenticate_as(name) is 'clinicdb_tap: act as this role for the rest of the transaction.';
+
+-- Back to the superuser the test connected as, with no clinic in force.
+create or replace function clinicdb_tap.clear_authentication()
+returns void language plpgsql as $$
+begin
+    perform set_config('role', 'none', true);
+    perform set_config('app.clinic_id', '', true);
+end $$;
+comment on function clinicdb_tap.clear_authentication() is 'clinicdb_tap: back to the connecting superuser, no clinic.';
+
+-- A clinic for a test (as superuser).
+create or replace function clinicdb_tap.create_clinic(p_name text)
+returns uuid language sql as $$
+    select clinicdb.create_clinic(p_name)
+$$;
+
+-- A login role mapped as staff to a clinic (rolled back with the test).
+create or replace function clinicdb_tap.create_staff_login(p_role name, p_clinic uuid)
+returns name language plpgsql as $$
+begin
+    execute format('create role %I login', p_role);
+    perform clinicdb.grant_staff(p_role, p_clinic);
+    return p_role;
+end $$;
+
+-- One row in every reference table for a clinic; returns the patient id.
+create or replace function clinicdb_tap.seed_reference(p_clinic uuid)
+returns uuid language plpgsql as $$
+declare
+    v_staff uuid := gen_random_uuid();
+    v_patient uuid := gen_random_uuid();
+    v_appointment uuid := gen_random_uuid();
+    v_record uuid := gen_random_uuid();
+begin
+    insert into public.staff (id, clinic_id, display_name, email)
+        values (v_staff, p_clinic, 'Dr Test', v_staff || '@example.test');
+    insert into public.patients (id, clinic_id, mrn, given_name, family_name, ssn)
+        values (v_patient, p_clinic, 'MRN-' || left(v_patient::text, 8), 'Pat', 'Test', '123-45-6789');
+    insert into public.appointments (id, clinic_id, patient_id, staff_id, starts_at, ends_at, reason)
+        values (v_appointment, p_clinic, v_patient, v_staff, now(), now() + interval '30 min', 'checkup');
+    insert into public.medical_records (id, clinic_id, patient_id, appointment_id, recorded_by, notes)
+        values (v_record, p_clinic, v_patient, v_appointment, v_staff, 'note');
+    insert into public.prescriptions (clinic_id, patient_id, medical_record_id, prescribed_by, medication, dosage)
+        values (p_clinic, v_patient, v_record, v_staff, 'amoxicillin', '500mg');
+    return v_patient;
+end $$;
+
+-- Rows of p_table visible to the current persona, and how many of them
+-- belong to p_clinic. Dynamic so one helper serves every table.
+create or replace function clinicdb_tap.visible_rows(p_table regclass, p_clinic uuid, out total bigint, out own bigint)
+language plpgsql as $$
+begin
+    execute format('select count(*), count(*) filter (where clinic_id = $1) from %s', p_table)
+       into total, own using p_clinic;
+end $$;
+
+-- ok() when the current persona sees rows of p_table and all of them are p_clinic's.
+create or replace function clinicdb_tap.sees_only_clinic(p_table regclass, p_clinic uuid, p_description text)
+returns text language plpgsql as $$
+declare
+    v record;
+begin
+    select * into v from clinicdb_tap.visible_rows(p_table, p_clinic);
+    return ok(v.total > 0 and v.total = v.own,
+              p_description || format(' (saw %s rows, %s of the clinic)', v.total, v.own));
+end $$;
+
+-- ok() when the current persona sees no row at all of p_table.
+create or replace function clinicdb_tap.sees_nothing(p_table regclass, p_description text)
+returns text language plpgsql as $$
+declare
+    v record;
+begin
+    select * into v from clinicdb_tap.visible_rows(p_table, null);
+    return ok(v.total = 0, p_description || format(' (saw %s rows)', v.total));
+end $$;
+
+-- How many rows of p_other an update or delete by the current persona reaches.
+create or replace function clinicdb_tap.rows_changed(p_sql text, p_table regclass, p_other uuid)
+returns bigint language plpgsql as $$
+declare
+    v_count bigint;
+begin
+    execute format(p_sql, p_table) using p_other;
+    get diagnostics v_count = row_count;
+    return v_count;
+end $$;
+
+-- The structural proof for one table: clinicdb.check_isolation() has no
+-- finding for it (forced RLS, standard policies unchanged, not null, no
+-- widening grants, views or policies).
+create or replace function clinicdb_tap.is_tenant_isolated(p_table regclass, p_description text default null)
+returns text language plpgsql as $$
+declare
+    v_findings text;
+begin
+    select string_agg(finding, '; ') into v_findings
+      from clinicdb.check_isolation() where table_name = p_table::text;
+    return ok(v_findings is null and exists (select 1 from clinicdb.protected_tables where table_name = p_table),
+              coalesce(p_description, format('%s is tenant-isolated', p_table)))
+        || case when v_findings is null then '' else E'\n' || diag(v_findings) end;
+end $$;
+comment on function clinicdb_tap.is_tenant_isolated(regclass, text) is
+    'clinicdb_tap: ok when check_isolation() reports nothing for the table and it is registered.';
+
+grant execute on all functions in schema clinicdb_tap to public;

@@ -1,0 +1,85 @@
+"""The embedded primary + replica behind `clinicdb dev` (python/clinicdb/devcluster)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from clinicdb_cli.main import cli
+
+from clinicdb.devcluster import LocalCluster, PostgresNotFound, find_bindir
+from clinicdb.devcluster.testing import TEST_SETTINGS, ServerSet
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A folder the server's OS user can reach (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="clinicdb-devtest-"))
+    path.chmod(0o755)
+    yield path / "cluster"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_up_twice_is_idempotent(server_dir: Path) -> None:
+    """A second `up` starts nothing new: same PIDs, same ports, same URLs."""
+    cluster = LocalCluster(server_dir, replicas=1, settings=TEST_SETTINGS)
+    try:
+        first = cluster.up()
+        second = LocalCluster(server_dir, replicas=1).up()
+        assert [(s.name, s.pid, s.port) for s in first.servers] == [(s.name, s.pid, s.port) for s in second.servers]
+        assert all(s.running for s in second.servers)
+        assert [s.in_recovery for s in second.servers] == [False, True]
+    finally:
+        stopped = cluster.down()
+    assert stopped == ["replica1", "primary"]
+    assert all(not s.running for s in cluster.status().servers)
+
+
+def test_replica_replays_a_write_made_on_the_primary(replica_servers: ServerSet) -> None:
+    """A row committed on the primary becomes readable on the hot-standby replica."""
+    marker = str(uuid.uuid4())
+    with psycopg.connect(replica_servers.admin_url, autocommit=True) as primary:
+        primary.execute("create table if not exists replay_probe (v text)")
+        primary.execute("insert into replay_probe values (%s)", (marker,))
+    assert replica_servers.cluster is not None
+    replica_servers.cluster.wait_for_replay()
+    with psycopg.connect(replica_servers.replica_admin_urls[0]) as replica:
+        row = replica.execute(
+            "select pg_is_in_recovery(), count(*) from replay_probe where v = %s", (marker,)
+        ).fetchone()
+    assert row == (True, 1)
+
+
+def test_status_reports_replica_lag(replica_servers: ServerSet) -> None:
+    """`status` shows the primary and a running replica with a measured lag."""
+    assert replica_servers.cluster is not None
+    status = replica_servers.cluster.status()
+    replica = status.servers[1]
+    assert replica.running and replica.in_recovery is True
+    assert replica.lag_bytes is not None and replica.lag_bytes >= 0
+
+
+def test_missing_binaries_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no PostgreSQL binaries anywhere, `dev up` prints one line saying how to install them."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CLINICDB_PG_BINDIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("clinicdb.devcluster.binaries._candidates", lambda: [tmp_path / "nowhere"])
+    with pytest.raises(PostgresNotFound):
+        find_bindir()
+    monkeypatch.setenv("CLINICDB_DEV_DIR", str(tmp_path / "dev"))
+    result = CliRunner().invoke(cli, ["dev", "up"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert lines == [
+        "Error: no PostgreSQL server binaries (initdb, pg_ctl) found: install them with "
+        "'apt-get install postgresql-15 postgresql-contrib', or put the directory holding "
+        "initdb and pg_ctl on PATH"
+    ]
+    assert "Traceback" not in result.output
