@@ -7,6 +7,7 @@ sql/tap/, runs pg_prove recursively, stops the server. Exit code: pg_prove's.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,9 @@ def main(argv: list[str]) -> int:
             "--dbname", str(params["dbname"]),
             *targets,
         ]  # fmt: skip
-        return subprocess.run(cmd, check=False).returncode
+        # Suites speak through TAP; NOTICEs from idempotent DDL are noise.
+        env = {**os.environ, "PGOPTIONS": "-c client_min_messages=warning"}
+        return subprocess.run(cmd, check=False, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ begin
 
     return query
     with tenant_tables as (
-        select c.oid as relid, c.oid::regclass::text as name, c.relrowsecurity, c.relforcerowsecurity,
+        -- Names are always schema-qualified, whatever the caller's search_path.
+        select c.oid as relid, format('%I.%I', n.nspname, c.relname) as name, c.relrowsecurity, c.relforcerowsecurity,
                c.relowner, c.relkind, a.attnotnull
           from pg_class c
           join pg_namespace n on n.oid = c.relnamespace
@@ -79,9 +80,13 @@ begin
         union all
         select t.name, format('owned by %s, which holds an application or staff role', pg_get_userbyid(t.relowner))
           from tenant_tables t
-         where pg_has_role(t.relowner, 'clinicdb_app', 'MEMBER')
-            or pg_has_role(t.relowner, 'clinicdb_readonly', 'MEMBER')
-            or pg_has_role(t.relowner, 'clinicdb_staff', 'MEMBER')
+         -- An owner can disable RLS; it must not be a role the app or staff
+         -- can act as. (A superuser counts as a member of every role, but no
+         -- application role can become one: that is checked below.)
+         where not (select r.rolsuper from pg_roles r where r.oid = t.relowner)
+           and (pg_has_role(t.relowner, 'clinicdb_app', 'MEMBER')
+                or pg_has_role(t.relowner, 'clinicdb_readonly', 'MEMBER')
+                or pg_has_role(t.relowner, 'clinicdb_staff', 'MEMBER'))
         union all
         -- TRUNCATE, REFERENCES and TRIGGER are not covered by RLS.
         select t.name, format('%s holds %s, which row level security does not cover',
@@ -97,7 +102,7 @@ begin
         -- A materialized view stores whatever its refresher could see.
         select t.name, format('%s %s reads it %s',
                               case v.relkind when 'm' then 'materialized view' else 'view' end,
-                              v.oid::regclass::text,
+                              (select format('%I.%I', vn.nspname, v.relname) from pg_namespace vn where vn.oid = v.relnamespace),
                               case v.relkind when 'm' then 'and stores rows outside the policy'
                                    else 'without security_invoker' end)
           from tenant_tables t
@@ -127,5 +132,5 @@ begin
 end
 $$;
 comment on function clinicdb.check_isolation(text[]) is
-    'clinicdb: findings that break tenant isolation in the application schemas; no rows means every clinic_id table is protected.';
+    'clinicdb: findings that break tenant isolation in the application schemas (tables named schema.table); no rows means every clinic_id table is protected.';
 grant execute on function clinicdb.check_isolation(text[]) to clinicdb_owner, clinicdb_auditor;

@@ -121,7 +121,9 @@ declare
     v_findings text;
 begin
     select string_agg(finding, '; ') into v_findings
-      from clinicdb.check_isolation() where table_name = p_table::text;
+      from clinicdb.check_isolation()
+     where table_name = (select format('%I.%I', n.nspname, c.relname)
+                           from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = p_table);
     return ok(v_findings is null and exists (select 1 from clinicdb.protected_tables where table_name = p_table),
               coalesce(p_description, format('%s is tenant-isolated', p_table)))
         || case when v_findings is null then '' else E'\n' || diag(v_findings) end;
