@@ -2,7 +2,7 @@
 -- kind of hole a DBA can open: each case below is made deliberately and must
 -- show up as a finding for that table.
 begin;
-select plan(19);
+select plan(20);
 
 select is((select count(*) from clinicdb.check_isolation()), 0::bigint,
           'the migrated reference schema has no isolation finding');
@@ -60,6 +60,12 @@ select is(pg_temp.findings('public.tap_forgotten'), '{}', 'the same view with se
 create materialized view public.tap_cached as select * from public.tap_forgotten;
 select ok('materialized view public.tap_cached reads it and stores rows outside the policy' = any (pg_temp.findings('public.tap_forgotten')),
           'a materialized view over a tenant table is reported');
+
+create role tap_app_owner nologin in role clinicdb_app;
+grant create on schema public to tap_app_owner;
+alter table public.tap_forgotten owner to tap_app_owner;
+select ok('owned by tap_app_owner, which holds an application or staff role' = any (pg_temp.findings('public.tap_forgotten')),
+          'a tenant table owned by a role the app can act as (and so disable RLS) is reported');
 
 select * from finish();
 rollback;
