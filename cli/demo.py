@@ -16,7 +16,7 @@ DEMO_CLINICS = {
     uuid.UUID("0b9a5f4e-8a47-4c1e-9a57-1d3f0e7c2b11"): "Northside Family Practice",
     uuid.UUID("5d2e8c1a-3f64-4b7d-8e02-9c4a6b1f7d33"): "Harbor Pediatrics",
 }
-DEMO_PATIENTS = {
+DEMO_PATIENTS: dict[str, list[tuple[str, str, str, str | None]]] = {
     "Northside Family Practice": [("N-001", "Ada", "Lovelace", "111-22-3333"), ("N-002", "Alan", "Turing", None)],
     "Harbor Pediatrics": [("H-001", "Grace", "Hopper", "444-55-6666")],
 }
