@@ -1,0 +1,308 @@
+-- Per-clinic data keys: loading them for a transaction, rotating, shredding,
+-- and re-wrapping them under a new master key.
+--
+-- Every version's 32-byte data key derives three independent keys:
+--   enc = HMAC(data key, 'clinicdb data enc')     AES-256 key for values
+--   mac = HMAC(data key, 'clinicdb data mac')     HMAC key for values
+--   idx = HMAC(data key, 'clinicdb blind index')  HMAC key for blind indexes
+-- so rotating a version rotates all three, and re-encryption recomputes the
+-- blind indexes too.
+--
+-- Operators' functions (rotate, shred, rewrap) are SECURITY INVOKER and
+-- granted to nobody: a DBA (a role that sees every clinic) runs them, through
+-- `clinicdb keys ...`, which supplies the master key the same way the app does.
+
+do $$
+begin
+    if to_regtype('clinicdb.keyring') is null then
+        create type clinicdb.keyring as (
+            clinic_id uuid,
+            active_version integer,
+            enc_keys bytea[],   -- indexed by key version; NULL where none or shredded
+            mac_keys bytea[],
+            idx_keys bytea[],
+            problem text        -- why nothing can be decrypted, or NULL
+        );
+    end if;
+end
+$$;
+comment on type clinicdb.keyring is
+    'clinicdb: the unwrapped keys of one clinic for one statement (never stored; see clinicdb._keyring()).';
+
+-- The keys of p_clinic under the master key in force, unwrapped once per
+-- statement (the views join it as a one-row function scan). Missing master
+-- key or clinic is reported lazily in "problem", so reading rows whose
+-- encrypted columns are NULL still works; a master key that did not wrap
+-- these keys is an error at once.
+create or replace function clinicdb._keyring(p_clinic uuid)
+returns clinicdb.keyring
+language plpgsql
+stable
+parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_ring clinicdb.keyring;
+    v_master bytea := clinicdb._master_key_or_null('app.master_key');
+    v_master_id text;
+    v_key record;
+    v_data_key bytea;
+begin
+    v_ring.clinic_id := p_clinic;
+    if p_clinic is null then
+        v_ring.problem := 'no clinic is in force for this transaction';
+        return v_ring;
+    end if;
+    if v_master is null then
+        v_ring.problem := 'no master key is in force for this transaction (app.master_key is not set)';
+        return v_ring;
+    end if;
+    v_master_id := clinicdb._master_key_id(v_master);
+    for v_key in
+        select k.version, k.state, k.wrapped_key, k.master_key_id
+          from clinicdb.clinic_keys k
+         where k.clinic_id = p_clinic and k.state <> 'shredded'
+         order by k.version
+    loop
+        if v_key.master_key_id <> v_master_id then
+            raise exception 'the master key in force (id %) is not the one that wrapped the keys of clinic % (id %)',
+                            v_master_id, p_clinic, v_key.master_key_id
+                using errcode = 'invalid_authorization_specification',
+                      hint = 'use the database''s current master key; after a master key rotation the old key no longer works';
+        end if;
+        v_data_key := clinicdb._unwrap_key(v_key.wrapped_key, v_master, p_clinic, v_key.version);
+        v_ring.enc_keys[v_key.version] := clinicdb._hmac('clinicdb data enc'::bytea, v_data_key);
+        v_ring.mac_keys[v_key.version] := clinicdb._hmac('clinicdb data mac'::bytea, v_data_key);
+        v_ring.idx_keys[v_key.version] := clinicdb._hmac('clinicdb blind index'::bytea, v_data_key);
+        if v_key.state = 'active' then
+            v_ring.active_version := v_key.version;
+        end if;
+    end loop;
+    if v_ring.active_version is null and v_ring.enc_keys is null then
+        v_ring.problem := case
+            when exists (select 1 from clinicdb.clinic_keys k where k.clinic_id = p_clinic)
+                then format('the keys of clinic %s were shredded', p_clinic)
+            else format('clinic %s has no data key yet', p_clinic) end;
+    end if;
+    return v_ring;
+end
+$$;
+comment on function clinicdb._keyring(uuid) is
+    'clinicdb: one clinic''s data keys unwrapped under app.master_key, for one statement; never stored.';
+grant execute on function clinicdb._keyring(uuid) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- The active keys for writes to p_clinic, cached for the rest of the
+-- transaction in the transaction-local setting clinicdb.write_keys, so a
+-- 100,000-row insert unwraps once instead of per row. Format:
+--   clinic uuid / hashtext(app.master_key) / version / hex(enc || mac || idx)
+-- The cache lives only in this backend and transaction, where the master key
+-- itself already is; writers compare the clinic and the master key's hash on
+-- every row, so a changed or cleared master key reloads (and fails).
+-- A session that forges the setting only ever encrypts its own writes under
+-- keys nobody else has: those values then fail their integrity check on read
+-- (loudly). It learns nothing it did not write.
+create or replace function clinicdb._load_write_keys(p_clinic uuid, p_table text)
+returns text
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_master bytea := clinicdb._master_key_or_null('app.master_key');
+    v_master_id text;
+    v_key record;
+    v_data_key bytea;
+    v_cache text;
+begin
+    if p_clinic is null then
+        perform clinicdb.require_clinic_id();
+    end if;
+    if v_master is null then
+        raise exception 'cannot encrypt % values: no master key is in force for this transaction', p_table
+            using errcode = 'insufficient_privilege', hint = clinicdb._key_problem_hint();
+    end if;
+    select k.version, k.wrapped_key, k.master_key_id into v_key
+      from clinicdb.clinic_keys k
+     where k.clinic_id = p_clinic and k.state = 'active';
+    if not found then
+        if exists (select 1 from clinicdb.clinic_keys k where k.clinic_id = p_clinic) then
+            raise exception 'cannot encrypt % values for clinic %: its keys were shredded', p_table, p_clinic
+                using errcode = 'object_not_in_prerequisite_state',
+                      hint = 'a shredded clinic takes no new PHI; an operator may start over with clinicdb keys rotate';
+        end if;
+        raise exception 'cannot encrypt % values: clinic % has no data key yet', p_table, p_clinic
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = format('an operator creates it with: clinicdb keys rotate --clinic %s', p_clinic);
+    end if;
+    v_master_id := clinicdb._master_key_id(v_master);
+    if v_key.master_key_id <> v_master_id then
+        raise exception 'the master key in force (id %) is not the one that wrapped the keys of clinic % (id %)',
+                        v_master_id, p_clinic, v_key.master_key_id
+            using errcode = 'invalid_authorization_specification',
+                  hint = 'use the database''s current master key; after a master key rotation the old key no longer works';
+    end if;
+    v_data_key := clinicdb._unwrap_key(v_key.wrapped_key, v_master, p_clinic, v_key.version);
+    v_cache := format('%s/%s/%s/%s', p_clinic, hashtext(current_setting('app.master_key')), v_key.version,
+                      encode(clinicdb._hmac('clinicdb data enc'::bytea, v_data_key)
+                             || clinicdb._hmac('clinicdb data mac'::bytea, v_data_key)
+                             || clinicdb._hmac('clinicdb blind index'::bytea, v_data_key), 'hex'));
+    perform set_config('clinicdb.write_keys', v_cache, true);
+    return v_cache;
+end
+$$;
+comment on function clinicdb._load_write_keys(uuid, text) is
+    'clinicdb: unwrap a clinic''s active key for writes and cache it for this transaction only.';
+grant execute on function clinicdb._load_write_keys(uuid, text) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- Operators' functions need to see every clinic's keys.
+create or replace function clinicdb._require_operator(p_action text)
+returns void
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not exists (select 1 from pg_roles where rolname = current_user and (rolsuper or rolbypassrls)) then
+        raise exception '% is an operator''s action: run it as a superuser (CLINICDB_ADMIN_URL)', p_action
+            using errcode = 'insufficient_privilege', hint = 'clinicdb keys ... uses CLINICDB_ADMIN_URL';
+    end if;
+end
+$$;
+comment on function clinicdb._require_operator(text) is
+    'clinicdb: raises unless the caller sees every clinic (key operations would otherwise act on a part).';
+
+-- New key version for a clinic (the first one when it has none). New writes
+-- use it at once; older versions keep decrypting until `clinicdb keys
+-- reencrypt` has moved every value. One master key per database: a key that
+-- does not match the others is refused rather than mixed in.
+create or replace function clinicdb.rotate_clinic_key(p_clinic uuid)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_master bytea;
+    v_master_id text;
+    v_other text;
+    v_version integer;
+begin
+    perform clinicdb._require_operator('rotating a clinic key');
+    v_master := clinicdb._require_master_key('app.master_key');
+    v_master_id := clinicdb._master_key_id(v_master);
+    if not exists (select 1 from public.clinics where id = p_clinic) then
+        raise exception 'clinic % does not exist', p_clinic
+            using errcode = 'foreign_key_violation', hint = 'list clinics with: clinicdb clinic list';
+    end if;
+    perform pg_advisory_xact_lock(hashtext('clinicdb.clinic_keys'), hashtext(p_clinic::text));
+    select k.master_key_id into v_other
+      from clinicdb.clinic_keys k
+     where k.state <> 'shredded' and k.master_key_id <> v_master_id
+     limit 1;
+    if found then
+        raise exception 'the master key in force (id %) is not this database''s master key (id %)', v_master_id, v_other
+            using errcode = 'invalid_authorization_specification',
+                  hint = 'use the current master key; to change it, use clinicdb keys rotate-master';
+    end if;
+    select coalesce(max(k.version), 0) + 1 into v_version from clinicdb.clinic_keys k where k.clinic_id = p_clinic;
+    update clinicdb.clinic_keys set state = 'retired', retired_at = now()
+     where clinic_id = p_clinic and state = 'active';
+    insert into clinicdb.clinic_keys (clinic_id, version, state, wrapped_key, master_key_id)
+    values (p_clinic, v_version, 'active',
+            clinicdb._wrap_key(clinicdb._random_bytes(32), v_master, p_clinic, v_version), v_master_id);
+    insert into clinicdb.key_events (clinic_id, event, key_version, master_key_id)
+    values (p_clinic, case when v_version = 1 then 'create' else 'rotate' end, v_version, v_master_id);
+    perform set_config('clinicdb.write_keys', '', true);
+    return v_version;
+end
+$$;
+comment on function clinicdb.rotate_clinic_key(uuid) is
+    'clinicdb: create a clinic''s next data key version (the first if none) under app.master_key; new writes use it.';
+revoke execute on function clinicdb.rotate_clinic_key(uuid) from public;
+
+-- Crypto-shredding: destroy every wrapped key of a clinic, so its encrypted
+-- values can never be decrypted again from this database. Copies of the
+-- wrapped keys in older backups, WAL archives and replicas' history remain
+-- decryptable with the master key: rotate the master key afterwards and
+-- destroy the old one (docs/encryption.md, "Shredding").
+create or replace function clinicdb.shred_clinic_keys(p_clinic uuid, p_reason text default null)
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_count integer;
+begin
+    perform clinicdb._require_operator('shredding a clinic''s keys');
+    update clinicdb.clinic_keys
+       set state = 'shredded', wrapped_key = null, shredded_at = now(), retired_at = coalesce(retired_at, now())
+     where clinic_id = p_clinic and state <> 'shredded';
+    get diagnostics v_count = row_count;
+    if v_count = 0 and not exists (select 1 from clinicdb.clinic_keys where clinic_id = p_clinic) then
+        raise exception 'clinic % has no keys to shred', p_clinic
+            using errcode = 'no_data_found', hint = 'see clinicdb keys status';
+    end if;
+    insert into clinicdb.key_events (clinic_id, event, detail)
+    values (p_clinic, 'shred', jsonb_build_object('versions_shredded', v_count, 'reason', left(p_reason, 500)));
+    perform set_config('clinicdb.write_keys', '', true);
+    return v_count;
+end
+$$;
+comment on function clinicdb.shred_clinic_keys(uuid, text) is
+    'clinicdb: destroy a clinic''s wrapped data keys (crypto-shredding); its encrypted values become unrecoverable.';
+revoke execute on function clinicdb.shred_clinic_keys(uuid, text) from public;
+
+-- Master key rotation: unwrap every live data key with app.master_key and
+-- wrap it again with app.new_master_key, in one transaction. No encrypted
+-- value changes: the data keys themselves stay the same.
+create or replace function clinicdb.rewrap_clinic_keys()
+returns integer
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_old bytea;
+    v_new bytea;
+    v_old_id text;
+    v_new_id text;
+    v_key record;
+    v_count integer := 0;
+begin
+    perform clinicdb._require_operator('rewrapping the data keys');
+    v_old := clinicdb._require_master_key('app.master_key');
+    v_new := clinicdb._require_master_key('app.new_master_key');
+    v_old_id := clinicdb._master_key_id(v_old);
+    v_new_id := clinicdb._master_key_id(v_new);
+    if v_old = v_new then
+        raise exception 'the new master key is the current one' using errcode = 'invalid_parameter_value',
+            hint = 'generate a new one with: clinicdb keys generate-master';
+    end if;
+    perform pg_advisory_xact_lock(hashtext('clinicdb.clinic_keys'), 0);
+    for v_key in
+        select k.clinic_id, k.version, k.wrapped_key, k.master_key_id
+          from clinicdb.clinic_keys k where k.state <> 'shredded' order by k.clinic_id, k.version for update
+    loop
+        if v_key.master_key_id <> v_old_id then
+            raise exception 'the master key in force (id %) did not wrap key version % of clinic % (id %)',
+                            v_old_id, v_key.version, v_key.clinic_id, v_key.master_key_id
+                using errcode = 'invalid_authorization_specification', hint = 'give the current master key as the old one';
+        end if;
+        update clinicdb.clinic_keys
+           set wrapped_key = clinicdb._wrap_key(
+                   clinicdb._unwrap_key(v_key.wrapped_key, v_old, v_key.clinic_id, v_key.version),
+                   v_new, v_key.clinic_id, v_key.version),
+               master_key_id = v_new_id
+         where clinic_id = v_key.clinic_id and version = v_key.version;
+        v_count := v_count + 1;
+    end loop;
+    insert into clinicdb.key_events (event, master_key_id, detail)
+    values ('rewrap', v_new_id, jsonb_build_object('previous_master_key_id', v_old_id, 'versions_rewrapped', v_count));
+    perform set_config('clinicdb.write_keys', '', true);
+    return v_count;
+end
+$$;
+comment on function clinicdb.rewrap_clinic_keys() is
+    'clinicdb: master key rotation: re-wrap every live data key from app.master_key to app.new_master_key; rows untouched.';
+revoke execute on function clinicdb.rewrap_clinic_keys() from public;

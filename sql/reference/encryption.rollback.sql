@@ -1,0 +1,5 @@
+-- Plaintext back into the reference columns (needs app.master_key when any
+-- value is stored; values of shredded clinics stay lost, as NULL).
+select clinicdb.decrypt_column('public.medical_records', 'notes');
+select clinicdb.decrypt_column('public.patients', 'phone');
+select clinicdb.decrypt_column('public.patients', 'ssn');

@@ -1,0 +1,6 @@
+-- The reference schema's encrypted columns (issue #5). Run as the migrating
+-- superuser, not the owner: existing plaintext is encrypted on the spot, and
+-- the owner does not see other clinics' rows (forced RLS).
+select clinicdb.encrypt_column('public.patients', 'ssn', p_blind_index => true);
+select clinicdb.encrypt_column('public.patients', 'phone');
+select clinicdb.encrypt_column('public.medical_records', 'notes');
