@@ -27,14 +27,24 @@ begin
 end
 $$;
 comment on type clinicdb.keyring is
-    'clinicdb: the unwrapped keys of one clinic for one statement (never stored; see clinicdb._keyring()).';
+    'clinicdb: the unwrapped keys of one clinic for one statement (never stored; see clinicdb._clinic_keyring()).';
 
--- The keys of p_clinic under the master key in force, unwrapped once per
--- statement (the views join it as a one-row function scan). Missing master
--- key or clinic is reported lazily in "problem", so reading rows whose
--- encrypted columns are NULL still works; a master key that did not wrap
--- these keys is an error at once.
-create or replace function clinicdb._keyring(p_clinic uuid)
+-- The keys of p_clinic under the master key in force. Missing master key or
+-- clinic is reported lazily in "problem", so reading rows whose encrypted
+-- columns are NULL still works; a master key that did not wrap these keys is
+-- an error at once.
+--
+-- Unwrapping costs about 0.1 ms, and one statement may need the keyring
+-- twice (a blind-index lookup through a decrypting view), so the result is
+-- cached for the rest of the transaction in the transaction-local setting
+-- clinicdb.keyring: "clinic/hashtext(master key)/active version/hex keys per
+-- version". Like the master key itself, it lives only in this backend until
+-- commit; a changed or cleared master key, or another clinic, misses the
+-- cache. rotate/shred/rewrap clear it. (Forging it only breaks the forger's
+-- own reads: values fail their integrity check; see _load_write_keys.)
+-- One plpgsql function with the unwrapping inline: each nested call with a
+-- pinned search_path costs more than the cryptography.
+create or replace function clinicdb._clinic_keyring(p_clinic uuid)
 returns clinicdb.keyring
 language plpgsql
 stable
@@ -43,21 +53,51 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_ring clinicdb.keyring;
-    v_master bytea := clinicdb._master_key_or_null('app.master_key');
+    v_raw text := current_setting('app.master_key', true);
+    v_cache text := current_setting('clinicdb.keyring', true);
+    v_tag text;
+    v_parts text[];
+    v_hexes text[];
+    v_master bytea;
     v_master_id text;
+    v_wrap_enc bytea;
+    v_wrap_mac bytea;
     v_key record;
+    v_len integer;
     v_data_key bytea;
+    v_bytes bytea;
+    v_version integer;
 begin
     v_ring.clinic_id := p_clinic;
     if p_clinic is null then
         v_ring.problem := 'no clinic is in force for this transaction';
         return v_ring;
     end if;
-    if v_master is null then
+    if v_raw is null or v_raw = '' then
         v_ring.problem := 'no master key is in force for this transaction (app.master_key is not set)';
         return v_ring;
     end if;
+    v_tag := p_clinic::text || '/' || hashtext(v_raw)::text || '/';
+    if v_cache is not null and starts_with(v_cache, v_tag) then
+        v_parts := string_to_array(substr(v_cache, length(v_tag) + 1), '/');
+        v_ring.active_version := nullif(v_parts[1], '')::integer;
+        v_hexes := string_to_array(v_parts[2], ',');
+        for v_version in 1 .. coalesce(cardinality(v_hexes), 0) loop
+            if v_hexes[v_version] <> '' then
+                v_bytes := decode(v_hexes[v_version], 'hex');
+                v_ring.enc_keys[v_version] := substring(v_bytes from 1 for 32);
+                v_ring.mac_keys[v_version] := substring(v_bytes from 33 for 32);
+                v_ring.idx_keys[v_version] := substring(v_bytes from 65 for 32);
+            end if;
+        end loop;
+        return v_ring;
+    end if;
+
+    v_master := clinicdb._require_master_key('app.master_key');
     v_master_id := clinicdb._master_key_id(v_master);
+    v_wrap_enc := clinicdb._hmac('clinicdb wrap enc'::bytea, v_master);
+    v_wrap_mac := clinicdb._hmac('clinicdb wrap mac'::bytea, v_master);
+    v_hexes := '{}';
     for v_key in
         select k.version, k.state, k.wrapped_key, k.master_key_id
           from clinicdb.clinic_keys k
@@ -70,26 +110,44 @@ begin
                 using errcode = 'invalid_authorization_specification',
                       hint = 'use the database''s current master key; after a master key rotation the old key no longer works';
         end if;
-        v_data_key := clinicdb._unwrap_key(v_key.wrapped_key, v_master, p_clinic, v_key.version);
+        v_len := length(v_key.wrapped_key);
+        if v_len < 80 or clinicdb._hmac(uuid_send(p_clinic) || int4send(v_key.version)
+                                        || substring(v_key.wrapped_key from 1 for v_len - 32), v_wrap_mac)
+                          <> substring(v_key.wrapped_key from v_len - 31) then
+            raise exception 'key version % of clinic % failed its integrity check under the master key in force',
+                            v_key.version, p_clinic
+                using errcode = 'data_corrupted',
+                      hint = 'the wrapped key was altered or moved; restore clinicdb.clinic_keys from a backup';
+        end if;
+        v_data_key := clinicdb._aes_decrypt(substring(v_key.wrapped_key from 17 for v_len - 48), v_wrap_enc,
+                                            substring(v_key.wrapped_key from 1 for 16));
         v_ring.enc_keys[v_key.version] := clinicdb._hmac('clinicdb data enc'::bytea, v_data_key);
         v_ring.mac_keys[v_key.version] := clinicdb._hmac('clinicdb data mac'::bytea, v_data_key);
         v_ring.idx_keys[v_key.version] := clinicdb._hmac('clinicdb blind index'::bytea, v_data_key);
         if v_key.state = 'active' then
             v_ring.active_version := v_key.version;
         end if;
+        while cardinality(v_hexes) < v_key.version - 1 loop
+            v_hexes := v_hexes || ''::text;
+        end loop;
+        v_hexes := v_hexes || encode(v_ring.enc_keys[v_key.version] || v_ring.mac_keys[v_key.version]
+                                     || v_ring.idx_keys[v_key.version], 'hex');
     end loop;
-    if v_ring.active_version is null and v_ring.enc_keys is null then
+    if v_ring.enc_keys is null then
         v_ring.problem := case
             when exists (select 1 from clinicdb.clinic_keys k where k.clinic_id = p_clinic)
                 then format('the keys of clinic %s were shredded', p_clinic)
             else format('clinic %s has no data key yet', p_clinic) end;
+        return v_ring;
     end if;
+    perform set_config('clinicdb.keyring',
+                       v_tag || coalesce(v_ring.active_version::text, '') || '/' || array_to_string(v_hexes, ','), true);
     return v_ring;
 end
 $$;
-comment on function clinicdb._keyring(uuid) is
-    'clinicdb: one clinic''s data keys unwrapped under app.master_key, for one statement; never stored.';
-grant execute on function clinicdb._keyring(uuid) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+comment on function clinicdb._clinic_keyring(uuid) is
+    'clinicdb: one clinic''s data keys unwrapped under app.master_key, cached for the transaction only; never stored.';
+grant execute on function clinicdb._clinic_keyring(uuid) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
 -- The active keys for writes to p_clinic, cached for the rest of the
 -- transaction in the transaction-local setting clinicdb.write_keys, so a
@@ -108,23 +166,18 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_master bytea := clinicdb._master_key_or_null('app.master_key');
-    v_master_id text;
-    v_key record;
-    v_data_key bytea;
+    v_ring clinicdb.keyring;
     v_cache text;
 begin
     if p_clinic is null then
         perform clinicdb.require_clinic_id();
     end if;
-    if v_master is null then
+    v_ring := clinicdb._clinic_keyring(p_clinic);
+    if v_ring.problem like 'no master key%' then
         raise exception 'cannot encrypt % values: no master key is in force for this transaction', p_table
             using errcode = 'insufficient_privilege', hint = clinicdb._key_problem_hint();
     end if;
-    select k.version, k.wrapped_key, k.master_key_id into v_key
-      from clinicdb.clinic_keys k
-     where k.clinic_id = p_clinic and k.state = 'active';
-    if not found then
+    if v_ring.active_version is null then
         if exists (select 1 from clinicdb.clinic_keys k where k.clinic_id = p_clinic) then
             raise exception 'cannot encrypt % values for clinic %: its keys were shredded', p_table, p_clinic
                 using errcode = 'object_not_in_prerequisite_state',
@@ -134,18 +187,9 @@ begin
             using errcode = 'object_not_in_prerequisite_state',
                   hint = format('an operator creates it with: clinicdb keys rotate --clinic %s', p_clinic);
     end if;
-    v_master_id := clinicdb._master_key_id(v_master);
-    if v_key.master_key_id <> v_master_id then
-        raise exception 'the master key in force (id %) is not the one that wrapped the keys of clinic % (id %)',
-                        v_master_id, p_clinic, v_key.master_key_id
-            using errcode = 'invalid_authorization_specification',
-                  hint = 'use the database''s current master key; after a master key rotation the old key no longer works';
-    end if;
-    v_data_key := clinicdb._unwrap_key(v_key.wrapped_key, v_master, p_clinic, v_key.version);
-    v_cache := format('%s/%s/%s/%s', p_clinic, hashtext(current_setting('app.master_key')), v_key.version,
-                      encode(clinicdb._hmac('clinicdb data enc'::bytea, v_data_key)
-                             || clinicdb._hmac('clinicdb data mac'::bytea, v_data_key)
-                             || clinicdb._hmac('clinicdb blind index'::bytea, v_data_key), 'hex'));
+    v_cache := format('%s/%s/%s/%s', p_clinic, hashtext(current_setting('app.master_key')), v_ring.active_version,
+                      encode(v_ring.enc_keys[v_ring.active_version] || v_ring.mac_keys[v_ring.active_version]
+                             || v_ring.idx_keys[v_ring.active_version], 'hex'));
     perform set_config('clinicdb.write_keys', v_cache, true);
     return v_cache;
 end
@@ -213,6 +257,7 @@ begin
     insert into clinicdb.key_events (clinic_id, event, key_version, master_key_id)
     values (p_clinic, case when v_version = 1 then 'create' else 'rotate' end, v_version, v_master_id);
     perform set_config('clinicdb.write_keys', '', true);
+    perform set_config('clinicdb.keyring', '', true);
     return v_version;
 end
 $$;
@@ -246,6 +291,7 @@ begin
     insert into clinicdb.key_events (clinic_id, event, detail)
     values (p_clinic, 'shred', jsonb_build_object('versions_shredded', v_count, 'reason', left(p_reason, 500)));
     perform set_config('clinicdb.write_keys', '', true);
+    perform set_config('clinicdb.keyring', '', true);
     return v_count;
 end
 $$;
@@ -300,6 +346,7 @@ begin
     insert into clinicdb.key_events (event, master_key_id, detail)
     values ('rewrap', v_new_id, jsonb_build_object('previous_master_key_id', v_old_id, 'versions_rewrapped', v_count));
     perform set_config('clinicdb.write_keys', '', true);
+    perform set_config('clinicdb.keyring', '', true);
     return v_count;
 end
 $$;

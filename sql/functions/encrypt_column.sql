@@ -150,7 +150,7 @@ $fn$$f$, v_function, v_table, v_row_key, v_key_check, v_any, v_table, v_body);
     end loop;
     return next format('drop view if exists %s', v_view);
     return next format(E'create view %s with (security_invoker = true) as\nselect %s\n  from %s t\n'
-                       '  cross join clinicdb._keyring(clinicdb.current_clinic_id()) k',
+                       '  cross join clinicdb._clinic_keyring(clinicdb.current_clinic_id()) k',
                        v_view, substr(v_columns, 10), v_table);
     return next format('alter view %s owner to %I', v_view, v_owner);
     return next format('revoke all on %s from public, clinicdb_app, clinicdb_readonly, clinicdb_staff', v_view);
@@ -299,7 +299,7 @@ begin
                                                   on n.oid = c.relnamespace where c.oid = p_table),
                    left(v_rel || '_decrypted', 63));
     for v_clinic in execute format('select distinct clinic_id from %s where %I is not null', p_table, v_ct) loop
-        v_ring := clinicdb._keyring(v_clinic);
+        v_ring := clinicdb._clinic_keyring(v_clinic);
         if v_ring.problem like '%shredded%' then
             raise notice 'clinic %: keys shredded, its % values stay unrecoverable (set to NULL)', v_clinic, v_label;
             execute format('update %s set %I = null where clinic_id = $1', p_table, p_column) using v_clinic;

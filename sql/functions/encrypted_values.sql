@@ -162,7 +162,7 @@ begin
     if p_value is null then
         return v_result;
     end if;
-    v_ring := clinicdb._keyring(clinicdb.current_clinic_id());
+    v_ring := clinicdb._clinic_keyring(clinicdb.current_clinic_id());
     if v_ring.problem is not null then
         raise exception 'cannot compute a blind index for %: %', v_col.label, v_ring.problem
             using errcode = 'insufficient_privilege', hint = clinicdb._key_problem_hint();
@@ -203,7 +203,7 @@ begin
     if p_value is null then
         return null;
     end if;
-    v_ring := clinicdb._keyring(clinicdb.current_clinic_id());
+    v_ring := clinicdb._clinic_keyring(clinicdb.current_clinic_id());
     return clinicdb._open(p_value, clinicdb._aad(v_label, p_row_key), v_label, v_ring.clinic_id,
                           v_ring.enc_keys, v_ring.mac_keys, v_ring.problem);
 end

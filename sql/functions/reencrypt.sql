@@ -27,7 +27,7 @@ declare
     v_stale text := '';
     v_col record;
 begin
-    v_ring := clinicdb._keyring(clinicdb.require_clinic_id());
+    v_ring := clinicdb._clinic_keyring(clinicdb.require_clinic_id());
     if v_ring.problem is not null or v_ring.active_version is null then
         raise exception 'cannot re-encrypt %: %', p_table, coalesce(v_ring.problem, 'the clinic has no active key')
             using errcode = 'insufficient_privilege', hint = clinicdb._key_problem_hint();
