@@ -48,6 +48,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Directory with initdb and pg_ctl, when not found on PATH or in /usr/lib/postgresql.",
     ),
     Setting(
+        "CLINICDB_MASTER_KEY_FILE",
+        "",
+        "File (mode 0600, outside the database server) holding the 64-hex-digit master key that unwraps the "
+        "per-clinic data keys; sent per transaction as app.master_key, never stored in the database.",
+    ),
+    Setting(
+        "CLINICDB_MASTER_KEY",
+        "",
+        "The master key itself (64 hex digits), when a file is not possible; CLINICDB_MASTER_KEY_FILE is preferred "
+        "(environments leak into process listings and crash reports).",
+    ),
+    Setting(
         "CLINICDB_TEST_DATABASE_URL",
         "",
         "Tests: use this existing server (superuser URL) instead of starting one.",
