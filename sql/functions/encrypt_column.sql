@@ -253,9 +253,10 @@ begin
                       hint = 'run clinicdb.encrypt_column() as a superuser with app.master_key set';
         end;
     end if;
-    execute format('comment on column %s.%I is %L', p_table, p_column,
-                   format('clinicdb: write-only. Plaintext written here is encrypted into %s_ciphertext and the column '
-                          'is set to NULL (constraint %s); read it from %s_decrypted.', p_column, v_constraint, v_rel));
+    -- The column keeps its own comment (the PHI inventory's); the constraint says how it works.
+    execute format('comment on constraint %I on %s is %L', v_constraint, p_table,
+                   format('clinicdb: %s is write-only. Plaintext written into it is encrypted into %s_ciphertext and '
+                          'the column is set to NULL; read it from %s_decrypted.', p_column, p_column, v_rel));
     insert into clinicdb.key_events (event, detail)
     values ('encrypt_column', jsonb_build_object('table', p_table::text, 'column', p_column,
                                                  'blind_index', p_blind_index));
@@ -311,7 +312,6 @@ begin
     end loop;
     execute format('alter table %s drop column if exists %I, drop column if exists %I', p_table, v_ct,
                    p_column || '_blind_index');
-    execute format('comment on column %s.%I is null', p_table, p_column);
     for v_statement in select s from clinicdb.encryption_sql(p_table) s loop
         execute v_statement;
     end loop;

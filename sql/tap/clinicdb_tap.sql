@@ -49,6 +49,27 @@ begin
     return p_role;
 end $$;
 
+-- Encrypted columns (issue #5) need a master key in force and a data key for
+-- the clinic. For tests only: a fixed, public test master key is put in force
+-- for the transaction when none is, and the clinic gets its first data key.
+-- No-op where the encryption layer is not installed. Never use this key for
+-- real data.
+create or replace function clinicdb_tap.use_test_keys(p_clinic uuid)
+returns void language plpgsql as $$
+begin
+    if to_regprocedure('clinicdb.rotate_clinic_key(uuid)') is null then
+        return;
+    end if;
+    if coalesce(current_setting('app.master_key', true), '') = '' then
+        perform set_config('app.master_key', repeat('7e', 32), true);
+    end if;
+    if not exists (select 1 from clinicdb.clinic_keys where clinic_id = p_clinic and state = 'active') then
+        perform clinicdb.rotate_clinic_key(p_clinic);
+    end if;
+end $$;
+comment on function clinicdb_tap.use_test_keys(uuid) is
+    'clinicdb_tap: put the public TEST master key in force (if none) and give the clinic a data key (as superuser).';
+
 -- One row in every reference table for a clinic; returns the patient id.
 create or replace function clinicdb_tap.seed_reference(p_clinic uuid)
 returns uuid language plpgsql as $$
@@ -58,6 +79,7 @@ declare
     v_appointment uuid := gen_random_uuid();
     v_record uuid := gen_random_uuid();
 begin
+    perform clinicdb_tap.use_test_keys(p_clinic);
     insert into public.staff (id, clinic_id, display_name, email)
         values (v_staff, p_clinic, 'Dr Test', v_staff || '@example.test');
     insert into public.patients (id, clinic_id, mrn, given_name, family_name, ssn)
