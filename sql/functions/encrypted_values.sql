@@ -48,7 +48,14 @@ declare
     v_version integer := clinicdb.key_version(p_value);
     v_key record;
 begin
-    if p_problem is not null then
+    if p_problem like '%were shredded' then
+        raise exception 'cannot decrypt %: %', p_label, p_problem
+            using errcode = 'object_not_in_prerequisite_state', hint = 'crypto-shredded data cannot be read back';
+    elsif p_problem like '%has no data key yet' then
+        raise exception 'cannot decrypt %: %', p_label, p_problem
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = format('an operator creates it with: clinicdb keys rotate --clinic %s', p_clinic);
+    elsif p_problem is not null then
         raise exception 'cannot decrypt %: %', p_label, p_problem
             using errcode = 'insufficient_privilege', hint = clinicdb._key_problem_hint();
     end if;
