@@ -29,6 +29,7 @@ drop function if exists clinicdb.shred_clinic_keys(uuid, text);
 drop function if exists clinicdb.rotate_clinic_key(uuid);
 drop function if exists clinicdb._require_operator(text);
 drop function if exists clinicdb._load_write_keys(uuid, text);
+drop function if exists clinicdb._keyring_in_force();
 drop function if exists clinicdb._clinic_keyring(uuid);
 drop type if exists clinicdb.keyring;
 drop function if exists clinicdb._unwrap_key(bytea, bytea, uuid, integer);
