@@ -48,6 +48,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Directory with initdb and pg_ctl, when not found on PATH or in /usr/lib/postgresql.",
     ),
     Setting(
+        "CLINICDB_TEST_DATABASE_URL",
+        "",
+        "Tests: use this existing server (superuser URL) instead of starting one.",
+    ),
+    Setting(
         "CLINICDB_MASTER_KEY_FILE",
         "",
         "File (mode 0600, outside the database server) holding the 64-hex-digit master key that unwraps the "
@@ -58,11 +63,6 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "The master key itself (64 hex digits), when a file is not possible; CLINICDB_MASTER_KEY_FILE is preferred "
         "(environments leak into process listings and crash reports).",
-    ),
-    Setting(
-        "CLINICDB_TEST_DATABASE_URL",
-        "",
-        "Tests: use this existing server (superuser URL) instead of starting one.",
     ),
 )
 

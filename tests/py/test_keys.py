@@ -281,3 +281,22 @@ def test_master_key_rotation_rewraps_without_touching_rows(own_database: str, tm
     with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification):
         _read_ssns(app_url, clinic, old_key)
     assert os.stat(new_file).st_mode & 0o077 == 0
+
+
+def test_replica_decrypts_with_the_key_and_holds_only_ciphertext(
+    replica_servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """On the streaming replica the app reads plaintext with the master key; the replicated row is ciphertext."""
+    clinic = keyed_pair[0]
+    _write_patients(replica_servers.app_url, clinic, 2)
+    assert replica_servers.cluster is not None
+    replica_servers.cluster.wait_for_replay()
+    replica_app = replica_servers.app_replica_urls[0]
+    assert set(_read_ssns(replica_app, clinic).values()) == {"900-10-1000", "900-11-1001"}
+    with psycopg.connect(replica_servers.replica_admin_urls[0]) as conn:
+        raw = conn.execute(
+            "select pg_is_in_recovery(), count(*) filter (where p::text like %s)"
+            " from public.patients p where clinic_id = %s group by 1",
+            ("%900-1_-100_%", clinic),
+        ).fetchone()
+    assert raw == (True, 0)
