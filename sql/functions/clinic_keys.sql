@@ -48,7 +48,7 @@ create or replace function clinicdb._clinic_keyring(p_clinic uuid)
 returns clinicdb.keyring
 language plpgsql
 stable
-parallel safe
+parallel unsafe  -- caches keys with set_config(), which no query running in parallel mode may call
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -157,7 +157,7 @@ create or replace function clinicdb._keyring_in_force()
 returns clinicdb.keyring
 language plpgsql
 stable
-parallel safe
+parallel unsafe  -- caches keys with set_config(), which no query running in parallel mode may call
 set search_path = pg_catalog, pg_temp
 as $$
 begin

@@ -149,7 +149,7 @@ create or replace function clinicdb.blind_index(p_table regclass, p_column name,
 returns bytea[]
 language plpgsql
 stable
-parallel safe
+parallel unsafe  -- caches keys with set_config(), which no query running in parallel mode may call
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -194,7 +194,7 @@ create or replace function clinicdb.decrypt_value(p_value bytea, p_table regclas
 returns text
 language plpgsql
 stable
-parallel safe
+parallel unsafe  -- caches keys with set_config(), which no query running in parallel mode may call
 set search_path = pg_catalog, pg_temp
 as $$
 declare
