@@ -300,3 +300,38 @@ def test_replica_decrypts_with_the_key_and_holds_only_ciphertext(
             ("%900-1_-100_%", clinic),
         ).fetchone()
     assert raw == (True, 0)
+
+
+def test_migration_rollback_decrypts_and_migrate_encrypts_again(
+    own_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rolling 0005 back restores plaintext (without the key: a clear error, nothing lost); migrating re-encrypts."""
+    key = generate_master_key()
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        clinic = conn.execute("select clinicdb.create_clinic('migrate')").fetchone()[0]  # type: ignore[index]
+    encryption.rotate(own_database, clinic, key)
+    app_url = replace_url(own_database, user="clinicdb_app_user")
+    _write_patients(app_url, clinic, 3, key)
+    monkeypatch.delenv("CLINICDB_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CLINICDB_MASTER_KEY_FILE", raising=False)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no master key"):
+        schema.rollback(own_database, count=1)
+    assert len(_read_ssns(app_url, clinic, key)) == 3
+
+    monkeypatch.setenv("CLINICDB_MASTER_KEY", key)
+    assert schema.rollback(own_database, count=1) == ["0005.encryption"]
+    with psycopg.connect(own_database) as conn:
+        plain = conn.execute("select ssn from public.patients order by ssn").fetchall()
+        columns = conn.execute(
+            "select count(*) from pg_attribute where attrelid = 'public.patients'::regclass"
+            " and attname like 'ssn\\_%' and not attisdropped"
+        ).fetchone()
+    assert [r[0] for r in plain] == ["900-10-1000", "900-11-1001", "900-12-1002"] and columns == (0,)
+
+    assert schema.apply(own_database) == ["0005.encryption"]
+    with psycopg.connect(own_database) as conn:
+        at_rest = conn.execute(
+            "select count(*) from public.patients where ssn is null and ssn_ciphertext is not null"
+        ).fetchone()
+    assert at_rest == (3,)
+    assert sorted(_read_ssns(app_url, clinic, key).values()) == ["900-10-1000", "900-11-1001", "900-12-1002"]
