@@ -128,7 +128,73 @@ begin
       from pg_roles r
      where r.rolname in ('clinicdb_owner', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor')
        and (r.rolsuper or r.rolbypassrls)
+    union all
+    -- SET ROLE escapes: a role on the application path (the app, readonly,
+    -- staff, auditor groups and their members) that also holds -- directly or
+    -- through other roles -- a role with another way in. SET ROLE needs only
+    -- membership, so holding is enough, whatever INHERIT says. grant_staff
+    -- refuses these at grant time; this catches a GRANT made afterwards.
+    select h.member_name::text, format('can SET ROLE to %s, which %s', h.role_name, h.why)
+      from (
+        select m.rolname as member_name, g.rolname as role_name,
+               case
+                   when g.rolsuper or g.rolbypassrls then 'bypasses row level security'
+                   when g.rolname = 'clinicdb_owner'
+                     or exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                                 where c.relowner = g.oid and (n.nspname = 'clinicdb' or n.nspname = any (v_schemas)))
+                     or exists (select 1 from pg_namespace n where n.nspowner = g.oid and n.nspname = 'clinicdb')
+                     or exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                                 where p.proowner = g.oid and n.nspname = 'clinicdb')
+                       then 'owns tables or functions of the layer and can turn its protection off'
+                   when pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER')
+                    and g.rolname in ('clinicdb_app', 'clinicdb_readonly')
+                       then 'lets a staff login choose any clinic with app.clinic_id'
+                   when pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER') and g.rolname = 'clinicdb_auditor'
+                       then 'reads the audit data of every clinic'
+                   when pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER') and g.rolname <> 'clinicdb_staff'
+                    and pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER')
+                       then 'is another staff login, mapped to its own clinics'
+                   when pg_has_role(m.oid, 'clinicdb_auditor', 'MEMBER')
+                    and (g.rolname in ('clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff')
+                         or pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER'))
+                       then 'gives the auditor the rows of a clinic'
+               end as why
+          from (
+            -- Every (member, role held) pair, through any chain of grants.
+            with recursive held(member, roleid) as (
+                select am.member, am.roleid from pg_auth_members am
+                union
+                select held.member, am.roleid from held join pg_auth_members am on am.member = held.roleid
+            )
+            select held.member, held.roleid from held
+          ) pairs
+          join pg_roles m on m.oid = pairs.member
+          join pg_roles g on g.oid = pairs.roleid
+         where not m.rolsuper and m.oid <> g.oid
+           and (pg_has_role(m.oid, 'clinicdb_app', 'MEMBER') or pg_has_role(m.oid, 'clinicdb_readonly', 'MEMBER')
+                or pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER') or pg_has_role(m.oid, 'clinicdb_auditor', 'MEMBER'))
+      ) h
+     where h.why is not null
     order by 1, 2;
+
+    -- Staff mappings are by role name: a mapping left behind by a dropped
+    -- role would be inherited by a new role of that name. Only callers that
+    -- can read every mapping (the owner, DBAs) can check; others skip it.
+    if has_table_privilege('clinicdb.staff_members', 'select')
+       and not exists (select 1 from pg_class where oid = 'clinicdb.staff_members'::regclass and relforcerowsecurity)
+       and (pg_has_role('clinicdb_owner', 'MEMBER')
+            or (select rolsuper or rolbypassrls from pg_roles where rolname = current_user)) then
+        return query
+        select sm.role_name::text,
+               case when r.oid is null
+                    then 'staff mapping of a role that no longer exists: a new role of that name would inherit it'
+                    else 'staff mapping of a role that is not in clinicdb_staff: granting the group would revive it'
+               end
+          from (select distinct s.role_name from clinicdb.staff_members s) sm
+          left join pg_roles r on r.rolname = sm.role_name
+         where r.oid is null or not pg_has_role(r.oid, 'clinicdb_staff', 'MEMBER')
+         order by 1;
+    end if;
 end
 $$;
 comment on function clinicdb.check_isolation(text[]) is

@@ -9,7 +9,13 @@
 -- Refused: roles that bypass RLS (superuser, BYPASSRLS) -- their mapping would
 -- be a lie -- and members of the app/readonly/owner/auditor groups, whose
 -- other path to data (app.clinic_id, ownership, audit reads) a staff mapping
--- must not sit beside.
+-- must not sit beside; likewise logins that hold (and so can SET ROLE to) a
+-- role bypassing RLS or another staff login. clinicdb.check_isolation()
+-- reports such grants made after the fact.
+--
+-- Mappings are keyed by role name. A role dropped without revoke_staff leaves
+-- its mapping behind; grant_staff removes such stale mappings before mapping
+-- a new role of that name, and check_isolation() reports them meanwhile.
 create or replace function clinicdb.grant_staff(p_role name, p_clinic uuid)
 returns void
 language plpgsql
@@ -36,12 +42,30 @@ begin
         raise exception 'role % is a clinicdb group or holds one; staff must be a plain login', p_role
             using errcode = 'insufficient_privilege', hint = 'create a separate login for the person';
     end if;
+    -- SET ROLE needs only membership: a login that holds a role bypassing RLS,
+    -- or another staff login, could act as it whatever its own mapping says.
+    if exists (select 1 from pg_roles g
+                where g.rolname <> p_role and g.rolname <> 'clinicdb_staff'
+                  and pg_has_role(p_role, g.oid, 'MEMBER')
+                  and (g.rolsuper or g.rolbypassrls or pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER'))) then
+        raise exception 'role % can SET ROLE to a role that bypasses row level security or is another staff login', p_role
+            using errcode = 'insufficient_privilege', hint = 'revoke those roles from it, or create a separate login';
+    end if;
     if not exists (select 1 from public.clinics where id = p_clinic) then
         raise exception 'clinic % does not exist', p_clinic
             using errcode = 'foreign_key_violation', hint = 'list clinics with: clinicdb clinic list';
     end if;
     if not v_role.rolcanlogin then
         raise warning 'role % cannot log in; the mapping applies once it can', p_role;
+    end if;
+    -- Mappings are by role name. Mappings of a name that is not (yet) in
+    -- clinicdb_staff were left behind by a dropped role or a revoked
+    -- membership: they belong to someone else, so a new grant starts clean.
+    if not pg_has_role(p_role, 'clinicdb_staff', 'MEMBER') then
+        delete from clinicdb.staff_members where role_name = p_role;
+        if found then
+            raise warning 'removed stale staff mappings of %, left by an earlier role of that name', p_role;
+        end if;
     end if;
     execute format('grant clinicdb_staff to %I', p_role);
     insert into clinicdb.staff_members (role_name, clinic_id) values (p_role, p_clinic)

@@ -41,6 +41,16 @@ begin
         'grant connect on database %I to clinicdb_app, clinicdb_readonly, clinicdb_staff, clinicdb_auditor',
         current_database()
     );
+    -- Temporary objects are the one thing a staff login could otherwise
+    -- create. In the implicit pg_temp schema, searched FIRST for tables and
+    -- types unless a search_path names it last, they can shadow what a
+    -- function with a careless search_path (or an operator's ad-hoc script in
+    -- that session) refers to, and they are storage outside any clinic.
+    -- PostgreSQL grants TEMP to PUBLIC by default: take it back, and give it
+    -- to the application only (drivers may stage bulk loads in temp tables).
+    -- Readonly runs on hot standbys, which allow no temp tables anyway.
+    execute format('revoke temporary on database %I from public', current_database());
+    execute format('grant temporary on database %I to clinicdb_app', current_database());
 end
 $$;
 grant create, usage on schema public to clinicdb_owner;
