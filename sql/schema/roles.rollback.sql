@@ -7,6 +7,9 @@ begin
     execute format('grant temporary on database %I to public', current_database());
 end
 $$;
+grant execute on function pg_catalog.lo_creat(integer) to public;
+grant execute on function pg_catalog.lo_create(oid) to public;
+grant execute on function pg_catalog.lo_from_bytea(oid, bytea) to public;
 do $$
 declare
     v_role text;

@@ -54,3 +54,13 @@ begin
 end
 $$;
 grant create, usage on schema public to clinicdb_owner;
+
+-- Large objects live outside every table, so outside every clinic: no row
+-- level security, no audit, readable by anyone their creator grants them to
+-- (GRANT SELECT ON LARGE OBJECT ... TO PUBLIC). Any role may create them by
+-- default; in a clinicdb database nobody on the application path may. PHI
+-- belongs in bytea columns of tenant tables. (lo_import from a server file is
+-- superuser-only already.) Per database: pg_proc ACLs are database-local.
+revoke execute on function pg_catalog.lo_creat(integer) from public;
+revoke execute on function pg_catalog.lo_create(oid) from public;
+revoke execute on function pg_catalog.lo_from_bytea(oid, bytea) from public;
