@@ -36,9 +36,10 @@ begin
           from pg_class c
           join pg_namespace n on n.oid = c.relnamespace
           join pg_attribute a on a.attrelid = c.oid and a.attname = 'clinic_id' and not a.attisdropped
+         -- Partitions included: a query that names a partition directly is
+         -- checked against the partition's own policies, not its parent's.
          where n.nspname = any (v_schemas)
            and c.relkind in ('r', 'p')
-           and not c.relispartition
     ),
     reference as (
         select p.polname, p.polcmd, p.polpermissive, p.polroles,
