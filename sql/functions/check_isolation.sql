@@ -176,6 +176,37 @@ begin
                 or pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER') or pg_has_role(m.oid, 'clinicdb_auditor', 'MEMBER'))
       ) h
      where h.why is not null
+    union all
+    -- SECURITY DEFINER functions the application path may call run as their
+    -- owner: an owner that bypasses RLS hands its rows to every caller, and a
+    -- body resolved at run time through a search_path that does not end in
+    -- pg_temp (pg_temp is searched FIRST for tables when not named) can be
+    -- pointed at the caller's temporary objects. SQL-standard bodies
+    -- (begin atomic) are bound at creation and need no pinned path.
+    select f.signature, f.why
+      from (
+        select p.oid::regprocedure::text as signature,
+               case
+                   when o.rolsuper or o.rolbypassrls
+                       then format('SECURITY DEFINER function owned by %s, which bypasses row level security, '
+                                   'is executable by the application or staff', o.rolname)
+                   when p.prosqlbody is null
+                    and not exists (select 1 from unnest(p.proconfig) c
+                                     where c ~ '^search_path=' and c ~ 'pg_temp"?$')
+                       then 'SECURITY DEFINER function without a pinned search_path ending in pg_temp '
+                            'is executable by the application or staff'
+               end as why
+          from pg_proc p
+          join pg_namespace n on n.oid = p.pronamespace
+          join pg_roles o on o.oid = p.proowner
+         where p.prosecdef
+           and n.nspname not in ('pg_catalog', 'information_schema')
+           and (has_function_privilege('clinicdb_app', p.oid, 'EXECUTE')
+                or has_function_privilege('clinicdb_readonly', p.oid, 'EXECUTE')
+                or has_function_privilege('clinicdb_staff', p.oid, 'EXECUTE')
+                or has_function_privilege('clinicdb_auditor', p.oid, 'EXECUTE'))
+      ) f
+     where f.why is not null
     order by 1, 2;
 
     -- Staff mappings are by role name: a mapping left behind by a dropped
