@@ -105,8 +105,10 @@ def load(admin_url: str) -> list[tuple[str, str, str]]:
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-def _op(conn: psycopg.Connection, sql: str, sample: list[tuple[str, str, str]], query: Query, explicit: bool) -> Callable[[], object]:
-    rng = random.Random(7)
+def _op(
+    conn: psycopg.Connection, sql: str, sample: list[tuple[str, str, str]], query: Query, explicit: bool
+) -> Callable[[], object]:
+    rng = random.Random(7)  # noqa: S311 - sampling, not security
 
     def op() -> object:
         s = sample[rng.randrange(len(sample))]

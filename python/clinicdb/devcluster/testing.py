@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -57,10 +58,41 @@ def _fresh_database(server_url: str, name: str) -> str:
     return replace_url(server_url, database=name)
 
 
+def docker_engine_answers() -> bool:
+    """True when a Docker engine (not just the client) responds within a few seconds."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=10, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@contextlib.contextmanager
+def _docker_server() -> Iterator[str]:
+    """A PostgreSQL 15 container (testcontainers); yields its superuser URL."""
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:15-bookworm", driver=None) as container:
+        yield replace_url(str(container.get_connection_url()).replace("postgresql+psycopg2", "postgresql"))
+
+
 @contextlib.contextmanager
 def throwaway_servers(*, replicas: int = 1, database: str = "clinicdb") -> Iterator[ServerSet]:
     """A migrated database on servers that exist only inside the ``with`` block."""
     existing = env("CLINICDB_TEST_DATABASE_URL")
+    if env("CLINICDB_TEST_DOCKER") == "1" and not existing:
+        # Opt-in, and only where an engine answers: the servers below are the default.
+        if not docker_engine_answers():
+            raise RuntimeError("CLINICDB_TEST_DOCKER=1 but no Docker engine answers: unset it to use local servers")
+        with _docker_server() as url:
+            name = f"clinicdb_test_{uuid.uuid4().hex[:10]}"
+            db_url = _fresh_database(url, name)
+            schema.apply(db_url)
+            ensure_logins(db_url)
+            yield ServerSet(admin_url=db_url)
+        return
     if existing:
         name = f"clinicdb_test_{uuid.uuid4().hex[:10]}"
         url = _fresh_database(existing, name)
