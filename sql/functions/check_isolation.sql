@@ -130,6 +130,14 @@ begin
      where r.rolname in ('clinicdb_owner', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor')
        and (r.rolsuper or r.rolbypassrls)
     union all
+    -- CREATEROLE can grant membership in any role that is not a superuser:
+    -- clinicdb_owner, clinicdb_app, another staff login. Not on this path.
+    select r.rolname::text, 'role on the application path has CREATEROLE and can grant itself any role'
+      from pg_roles r
+     where r.rolcreaterole and not r.rolsuper
+       and (pg_has_role(r.oid, 'clinicdb_app', 'MEMBER') or pg_has_role(r.oid, 'clinicdb_readonly', 'MEMBER')
+            or pg_has_role(r.oid, 'clinicdb_staff', 'MEMBER') or pg_has_role(r.oid, 'clinicdb_auditor', 'MEMBER'))
+    union all
     -- SET ROLE escapes: a role on the application path (the app, readonly,
     -- staff, auditor groups and their members) that also holds -- directly or
     -- through other roles -- a role with another way in. SET ROLE needs only
@@ -140,6 +148,7 @@ begin
         select m.rolname as member_name, g.rolname as role_name,
                case
                    when g.rolsuper or g.rolbypassrls then 'bypasses row level security'
+                   when g.rolcreaterole then 'has CREATEROLE and can grant itself any role, clinicdb_owner included'
                    when g.rolname = 'clinicdb_owner'
                      or exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
                                  where c.relowner = g.oid and (n.nspname = 'clinicdb' or n.nspname = any (v_schemas)))

@@ -9,8 +9,9 @@
 -- Refused: roles that bypass RLS (superuser, BYPASSRLS) -- their mapping would
 -- be a lie -- and members of the app/readonly/owner/auditor groups, whose
 -- other path to data (app.clinic_id, ownership, audit reads) a staff mapping
--- must not sit beside; likewise logins that hold (and so can SET ROLE to) a
--- role bypassing RLS or another staff login. clinicdb.check_isolation()
+-- must not sit beside; likewise CREATEROLE logins (they can grant themselves
+-- any role) and logins that hold (and so can SET ROLE to) a role bypassing
+-- RLS, a CREATEROLE role or another staff login. clinicdb.check_isolation()
 -- reports such grants made after the fact.
 --
 -- Mappings are keyed by role name. A role dropped without revoke_staff leaves
@@ -25,7 +26,7 @@ as $$
 declare
     v_role record;
 begin
-    select rolname, rolsuper, rolbypassrls, rolcanlogin into v_role from pg_roles where rolname = p_role;
+    select rolname, rolsuper, rolbypassrls, rolcreaterole, rolcanlogin into v_role from pg_roles where rolname = p_role;
     if not found then
         raise exception 'role % does not exist', p_role
             using errcode = 'undefined_object', hint = 'create the login first: create role ... login';
@@ -33,6 +34,12 @@ begin
     if v_role.rolsuper or v_role.rolbypassrls then
         raise exception 'role % bypasses row level security and cannot be staff', p_role
             using errcode = 'insufficient_privilege', hint = 'use a login without SUPERUSER or BYPASSRLS';
+    end if;
+    -- CREATEROLE grants membership in any non-superuser role: the login could
+    -- grant itself clinicdb_readonly (any clinic) or clinicdb_owner.
+    if v_role.rolcreaterole then
+        raise exception 'role % has CREATEROLE and could grant itself any role; it cannot be staff', p_role
+            using errcode = 'insufficient_privilege', hint = 'alter role ... nocreaterole, or use a separate login';
     end if;
     if p_role in ('clinicdb_staff', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_owner', 'clinicdb_auditor')
        or pg_has_role(p_role, 'clinicdb_app', 'MEMBER')
@@ -47,8 +54,9 @@ begin
     if exists (select 1 from pg_roles g
                 where g.rolname <> p_role and g.rolname <> 'clinicdb_staff'
                   and pg_has_role(p_role, g.oid, 'MEMBER')
-                  and (g.rolsuper or g.rolbypassrls or pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER'))) then
-        raise exception 'role % can SET ROLE to a role that bypasses row level security or is another staff login', p_role
+                  and (g.rolsuper or g.rolbypassrls or g.rolcreaterole or pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER'))) then
+        raise exception 'role % can SET ROLE to a role that bypasses row level security, has CREATEROLE '
+                        'or is another staff login', p_role
             using errcode = 'insufficient_privilege', hint = 'revoke those roles from it, or create a separate login';
     end if;
     if not exists (select 1 from public.clinics where id = p_clinic) then

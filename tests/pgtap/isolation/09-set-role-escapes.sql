@@ -5,7 +5,7 @@
 -- is reported by clinicdb.check_isolation(). Staff mappings are by role
 -- name, so a mapping left behind by a dropped role must not be inherited.
 begin;
-select plan(14);
+select plan(17);
 
 select clinicdb_tap.create_clinic('Escape A') as a \gset
 select clinicdb_tap.create_clinic('Escape B') as b \gset
@@ -66,8 +66,22 @@ revoke clinicdb_readonly from clinicdb_auditor;
 select is((select count(*) from clinicdb.check_isolation()), 0::bigint,
           'with the grants revoked, check_isolation has no finding again');
 
--- grant_staff refuses logins that can SET ROLE their way out.
+-- CREATEROLE can grant membership in any non-superuser role.
+alter role tap_esc_alice createrole;
+select is(pg_temp.role_findings('tap_esc_alice'),
+          array['role on the application path has CREATEROLE and can grant itself any role'],
+          'check_isolation reports a staff login with CREATEROLE (it could grant itself clinicdb_readonly)');
+alter role tap_esc_alice nocreaterole;
+
+-- grant_staff refuses logins that can SET ROLE or grant their way out.
+create role tap_esc_dave login createrole;
+select throws_ok(format($$select clinicdb.grant_staff('tap_esc_dave', %L)$$, :'a'), '42501', null,
+                 'grant_staff refuses a login with CREATEROLE');
 create role tap_esc_carol login;
+grant tap_esc_dave to tap_esc_carol;
+select throws_ok(format($$select clinicdb.grant_staff('tap_esc_carol', %L)$$, :'a'), '42501', null,
+                 'grant_staff refuses a login that holds a CREATEROLE role');
+revoke tap_esc_dave from tap_esc_carol;
 grant tap_esc_bypass to tap_esc_carol;
 select throws_ok(format($$select clinicdb.grant_staff('tap_esc_carol', %L)$$, :'a'), '42501', null,
                  'grant_staff refuses a login that holds a BYPASSRLS role');
