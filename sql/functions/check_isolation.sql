@@ -149,6 +149,13 @@ begin
                case
                    when g.rolsuper or g.rolbypassrls then 'bypasses row level security'
                    when g.rolcreaterole then 'has CREATEROLE and can grant itself any role, clinicdb_owner included'
+                   -- Predefined roles whose rights sit below row level security.
+                   when g.rolname in ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
+                       then 'reads or writes the server''s files (table files included) or runs programs as the server'
+                   when g.rolname in ('pg_read_all_stats', 'pg_monitor')
+                       then 'shows the text of every session''s queries, other clinics'' values included'
+                   when g.rolname = 'pg_write_all_data'
+                       then 'writes every table, the layer''s registries included'
                    when g.rolname = 'clinicdb_owner'
                      or exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
                                  where c.relowner = g.oid and (n.nspname = 'clinicdb' or n.nspname = any (v_schemas)))

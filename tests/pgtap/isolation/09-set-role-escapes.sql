@@ -5,7 +5,7 @@
 -- is reported by clinicdb.check_isolation(). Staff mappings are by role
 -- name, so a mapping left behind by a dropped role must not be inherited.
 begin;
-select plan(17);
+select plan(19);
 
 select clinicdb_tap.create_clinic('Escape A') as a \gset
 select clinicdb_tap.create_clinic('Escape B') as b \gset
@@ -65,6 +65,20 @@ revoke clinicdb_readonly from clinicdb_auditor;
 
 select is((select count(*) from clinicdb.check_isolation()), 0::bigint,
           'with the grants revoked, check_isolation has no finding again');
+
+-- Predefined roles whose rights sit below row level security.
+grant pg_read_server_files to tap_esc_app;
+select is(pg_temp.role_findings('tap_esc_app'),
+          array['can SET ROLE to pg_read_server_files, which reads or writes the server''s files (table files included) '
+                'or runs programs as the server'],
+          'check_isolation reports an app login that may read server files (the table files of every clinic)');
+revoke pg_read_server_files from tap_esc_app;
+grant pg_read_all_stats to tap_esc_alice;
+select is(pg_temp.role_findings('tap_esc_alice'),
+          array['can SET ROLE to pg_read_all_stats, which shows the text of every session''s queries, other clinics'' '
+                'values included'],
+          'check_isolation reports a staff login that may read every session''s query text');
+revoke pg_read_all_stats from tap_esc_alice;
 
 -- CREATEROLE can grant membership in any non-superuser role.
 alter role tap_esc_alice createrole;
