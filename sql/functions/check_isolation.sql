@@ -89,6 +89,20 @@ begin
                 or pg_has_role(t.relowner, 'clinicdb_readonly', 'MEMBER')
                 or pg_has_role(t.relowner, 'clinicdb_staff', 'MEMBER'))
         union all
+        -- A foreign key between tenant tables that does not carry clinic_id
+        -- lets a row point at another clinic's row. Referential checks run
+        -- below row level security, so inserting such a row also confirms
+        -- that the other clinic's key exists, and ON DELETE/UPDATE actions
+        -- reach across clinics. The clinic_id -> clinics (id) key is fine.
+        select t.name, format('foreign key %s references %s without clinic_id: a row can point at another clinic''s row',
+                              con.conname, con.confrelid::regclass)
+          from tenant_tables t
+          join pg_constraint con on con.conrelid = t.relid and con.contype = 'f' and con.conparentid = 0
+          join pg_attribute la on la.attrelid = t.relid and la.attname = 'clinic_id' and not la.attisdropped
+          join pg_attribute ra on ra.attrelid = con.confrelid and ra.attname = 'clinic_id' and not ra.attisdropped
+         where con.conkey <> array[la.attnum]
+           and not exists (select 1 from unnest(con.conkey, con.confkey) k(l, r) where k.l = la.attnum and k.r = ra.attnum)
+        union all
         -- TRUNCATE, REFERENCES and TRIGGER are not covered by RLS.
         select t.name, format('%s holds %s, which row level security does not cover',
                               case when acl.grantee = 0 then 'public' else pg_get_userbyid(acl.grantee) end,
