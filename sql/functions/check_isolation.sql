@@ -103,6 +103,22 @@ begin
          where con.conkey <> array[la.attnum]
            and not exists (select 1 from unnest(con.conkey, con.confkey) k(l, r) where k.l = la.attnum and k.r = ra.attnum)
         union all
+        -- A unique (or exclusion) index without clinic_id is checked across
+        -- every clinic: inserting a value another clinic already has fails,
+        -- which tells the inserter that value exists (an SSN, an e-mail).
+        -- Keys made only of uuid columns (random ids) are left out: probing
+        -- them needs the id already (docs: residual risks).
+        select t.name, format('unique index %s leaves clinic_id out: a value another clinic has is refused, which reveals it',
+                              i.indexrelid::regclass)
+          from tenant_tables t
+          join pg_index i on i.indrelid = t.relid and (i.indisunique or i.indisexclusion)
+          join pg_attribute la on la.attrelid = t.relid and la.attname = 'clinic_id' and not la.attisdropped
+         where not (la.attnum = any (i.indkey::int2[]))
+           and (i.indexprs is not null
+                or exists (select 1 from unnest(i.indkey::int2[]) k(attnum)
+                             join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum
+                            where a.atttypid <> 'uuid'::regtype))
+        union all
         -- TRUNCATE, REFERENCES and TRIGGER are not covered by RLS.
         select t.name, format('%s holds %s, which row level security does not cover',
                               case when acl.grantee = 0 then 'public' else pg_get_userbyid(acl.grantee) end,
