@@ -162,9 +162,14 @@ begin
     union all
     -- CREATEROLE can grant membership in any role that is not a superuser:
     -- clinicdb_owner, clinicdb_app, another staff login. Not on this path.
-    select r.rolname::text, 'role on the application path has CREATEROLE and can grant itself any role'
+    -- REPLICATION lets a login stream the WAL or take a base backup: every
+    -- clinic's rows, below any policy.
+    select r.rolname::text, case when r.rolcreaterole
+                                 then 'role on the application path has CREATEROLE and can grant itself any role'
+                                 else 'role on the application path has REPLICATION and can stream every clinic''s data'
+                            end
       from pg_roles r
-     where r.rolcreaterole and not r.rolsuper
+     where (r.rolcreaterole or r.rolreplication) and not r.rolsuper
        and (pg_has_role(r.oid, 'clinicdb_app', 'MEMBER') or pg_has_role(r.oid, 'clinicdb_readonly', 'MEMBER')
             or pg_has_role(r.oid, 'clinicdb_staff', 'MEMBER') or pg_has_role(r.oid, 'clinicdb_auditor', 'MEMBER'))
     union all

@@ -26,14 +26,16 @@ as $$
 declare
     v_role record;
 begin
-    select rolname, rolsuper, rolbypassrls, rolcreaterole, rolcanlogin into v_role from pg_roles where rolname = p_role;
+    select rolname, rolsuper, rolbypassrls, rolcreaterole, rolreplication, rolcanlogin
+      into v_role from pg_roles where rolname = p_role;
     if not found then
         raise exception 'role % does not exist', p_role
             using errcode = 'undefined_object', hint = 'create the login first: create role ... login';
     end if;
-    if v_role.rolsuper or v_role.rolbypassrls then
+    -- REPLICATION streams the WAL: every clinic's rows, below any policy.
+    if v_role.rolsuper or v_role.rolbypassrls or v_role.rolreplication then
         raise exception 'role % bypasses row level security and cannot be staff', p_role
-            using errcode = 'insufficient_privilege', hint = 'use a login without SUPERUSER or BYPASSRLS';
+            using errcode = 'insufficient_privilege', hint = 'use a login without SUPERUSER, BYPASSRLS or REPLICATION';
     end if;
     -- CREATEROLE grants membership in any non-superuser role: the login could
     -- grant itself clinicdb_readonly (any clinic) or clinicdb_owner.

@@ -5,7 +5,7 @@
 -- is reported by clinicdb.check_isolation(). Staff mappings are by role
 -- name, so a mapping left behind by a dropped role must not be inherited.
 begin;
-select plan(19);
+select plan(21);
 
 select clinicdb_tap.create_clinic('Escape A') as a \gset
 select clinicdb_tap.create_clinic('Escape B') as b \gset
@@ -86,11 +86,19 @@ select is(pg_temp.role_findings('tap_esc_alice'),
           array['role on the application path has CREATEROLE and can grant itself any role'],
           'check_isolation reports a staff login with CREATEROLE (it could grant itself clinicdb_readonly)');
 alter role tap_esc_alice nocreaterole;
+alter role tap_esc_alice replication;
+select is(pg_temp.role_findings('tap_esc_alice'),
+          array['role on the application path has REPLICATION and can stream every clinic''s data'],
+          'check_isolation reports a staff login with REPLICATION (the WAL holds every clinic''s rows)');
+alter role tap_esc_alice noreplication;
 
 -- grant_staff refuses logins that can SET ROLE or grant their way out.
 create role tap_esc_dave login createrole;
 select throws_ok(format($$select clinicdb.grant_staff('tap_esc_dave', %L)$$, :'a'), '42501', null,
                  'grant_staff refuses a login with CREATEROLE');
+create role tap_esc_erin login replication;
+select throws_ok(format($$select clinicdb.grant_staff('tap_esc_erin', %L)$$, :'a'), '42501', null,
+                 'grant_staff refuses a login with REPLICATION');
 create role tap_esc_carol login;
 grant tap_esc_dave to tap_esc_carol;
 select throws_ok(format($$select clinicdb.grant_staff('tap_esc_carol', %L)$$, :'a'), '42501', null,
