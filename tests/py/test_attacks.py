@@ -121,3 +121,27 @@ def test_staff_cannot_lock_every_clinic_out(staff_url: str) -> None:
     """A staff login cannot take a table lock that stops other clinics' work."""
     with psycopg.connect(staff_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("lock table patients in access exclusive mode")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PostgreSQL lets every role ALTER ROLE itself SET any user-settable parameter; no grant removes it. "
+    "A compromised app can persist e.g. row_security = off (every later app session then fails) beyond the "
+    "compromise. app.clinic_id itself cannot be persisted. Watch pg_db_role_setting (docs/security-review.md).",
+)
+def test_app_cannot_persist_settings_into_later_sessions(servers: ServerSet, admin: psycopg.Connection) -> None:
+    """The app login cannot change the session defaults of its own later connections."""
+    try:
+        with (
+            psycopg.connect(servers.app_url, autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute("alter role current_user set statement_timeout = '1h'")
+    finally:
+        admin.execute("alter role clinicdb_app_user reset statement_timeout")
+
+
+def test_app_cannot_persist_a_clinic_into_later_sessions(servers: ServerSet) -> None:
+    """The app login cannot make app.clinic_id a default of its role (pooled sessions would start in a clinic)."""
+    with psycopg.connect(servers.app_url, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("alter role current_user set app.clinic_id = '00000000-0000-0000-0000-000000000001'")
