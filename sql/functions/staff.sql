@@ -52,7 +52,8 @@ begin
             using errcode = 'insufficient_privilege', hint = 'create a separate login for the person';
     end if;
     -- SET ROLE needs only membership: a login that holds a role bypassing RLS,
-    -- or another staff login, could act as it whatever its own mapping says.
+    -- a CREATEROLE role or another staff login could act as it, whatever its
+    -- own mapping says.
     if exists (select 1 from pg_roles g
                 where g.rolname <> p_role and g.rolname <> 'clinicdb_staff'
                   and pg_has_role(p_role, g.oid, 'MEMBER')
