@@ -260,8 +260,9 @@ begin
      where f.why is not null
     order by 1, 2;
 
-    -- Staff mappings are by role name: a mapping left behind by a dropped
-    -- role would be inherited by a new role of that name. Only callers that
+    -- Mappings left behind by a dropped role or a revoked membership grant
+    -- nothing (current_clinic_id matches name and oid) but are clutter that
+    -- hides who may act where; report them. Only callers that
     -- can read every mapping (the owner, DBAs) can check; others skip it.
     if has_table_privilege('clinicdb.staff_members', 'select')
        and not exists (select 1 from pg_class where oid = 'clinicdb.staff_members'::regclass and relforcerowsecurity)
@@ -270,11 +271,11 @@ begin
         return query
         select sm.role_name::text,
                case when r.oid is null
-                    then 'staff mapping of a role that no longer exists: a new role of that name would inherit it'
+                    then 'staff mapping of a role that no longer exists (or was recreated): run clinicdb.revoke_staff'
                     else 'staff mapping of a role that is not in clinicdb_staff: granting the group would revive it'
                end
-          from (select distinct s.role_name from clinicdb.staff_members s) sm
-          left join pg_roles r on r.rolname = sm.role_name
+          from (select distinct s.role_name, s.role_oid from clinicdb.staff_members s) sm
+          left join pg_roles r on r.rolname = sm.role_name and r.oid = sm.role_oid
          where r.oid is null or not pg_has_role(r.oid, 'clinicdb_staff', 'MEMBER')
          order by 1;
     end if;

@@ -69,18 +69,20 @@ begin
     if not v_role.rolcanlogin then
         raise warning 'role % cannot log in; the mapping applies once it can', p_role;
     end if;
-    -- Mappings are by role name. Mappings of a name that is not (yet) in
-    -- clinicdb_staff were left behind by a dropped role or a revoked
-    -- membership: they belong to someone else, so a new grant starts clean.
-    if not pg_has_role(p_role, 'clinicdb_staff', 'MEMBER') then
+    -- Mappings of this name that are not this role (another oid), or left
+    -- behind by a revoked membership, belong to someone else: start clean.
+    if not pg_has_role(p_role, 'clinicdb_staff', 'MEMBER')
+       or exists (select 1 from clinicdb.staff_members sm
+                   where sm.role_name = p_role and sm.role_oid <> (select oid from pg_roles where rolname = p_role)) then
         delete from clinicdb.staff_members where role_name = p_role;
         if found then
             raise warning 'removed stale staff mappings of %, left by an earlier role of that name', p_role;
         end if;
     end if;
     execute format('grant clinicdb_staff to %I', p_role);
-    insert into clinicdb.staff_members (role_name, clinic_id) values (p_role, p_clinic)
-    on conflict do nothing;
+    insert into clinicdb.staff_members (role_name, role_oid, clinic_id)
+    values (p_role, (select oid from pg_roles where rolname = p_role), p_clinic)
+    on conflict (role_name, clinic_id) do update set role_oid = excluded.role_oid;
 end
 $$;
 comment on function clinicdb.grant_staff(name, uuid) is
