@@ -36,9 +36,10 @@ begin
           from pg_class c
           join pg_namespace n on n.oid = c.relnamespace
           join pg_attribute a on a.attrelid = c.oid and a.attname = 'clinic_id' and not a.attisdropped
+         -- Partitions included: a query that names a partition directly is
+         -- checked against the partition's own policies, not its parent's.
          where n.nspname = any (v_schemas)
            and c.relkind in ('r', 'p')
-           and not c.relispartition
     ),
     reference as (
         select p.polname, p.polcmd, p.polpermissive, p.polroles,
@@ -88,6 +89,36 @@ begin
                 or pg_has_role(t.relowner, 'clinicdb_readonly', 'MEMBER')
                 or pg_has_role(t.relowner, 'clinicdb_staff', 'MEMBER'))
         union all
+        -- A foreign key between tenant tables that does not carry clinic_id
+        -- lets a row point at another clinic's row. Referential checks run
+        -- below row level security, so inserting such a row also confirms
+        -- that the other clinic's key exists, and ON DELETE/UPDATE actions
+        -- reach across clinics. The clinic_id -> clinics (id) key is fine.
+        select t.name, format('foreign key %s references %s without clinic_id: a row can point at another clinic''s row',
+                              con.conname, con.confrelid::regclass)
+          from tenant_tables t
+          join pg_constraint con on con.conrelid = t.relid and con.contype = 'f' and con.conparentid = 0
+          join pg_attribute la on la.attrelid = t.relid and la.attname = 'clinic_id' and not la.attisdropped
+          join pg_attribute ra on ra.attrelid = con.confrelid and ra.attname = 'clinic_id' and not ra.attisdropped
+         where con.conkey <> array[la.attnum]
+           and not exists (select 1 from unnest(con.conkey, con.confkey) k(l, r) where k.l = la.attnum and k.r = ra.attnum)
+        union all
+        -- A unique (or exclusion) index without clinic_id is checked across
+        -- every clinic: inserting a value another clinic already has fails,
+        -- which tells the inserter that value exists (an SSN, an e-mail).
+        -- Keys made only of uuid columns (random ids) are left out: probing
+        -- them needs the id already (docs: residual risks).
+        select t.name, format('unique index %s leaves clinic_id out: a value another clinic has is refused, which reveals it',
+                              i.indexrelid::regclass)
+          from tenant_tables t
+          join pg_index i on i.indrelid = t.relid and (i.indisunique or i.indisexclusion)
+          join pg_attribute la on la.attrelid = t.relid and la.attname = 'clinic_id' and not la.attisdropped
+         where not (la.attnum = any (i.indkey::int2[]))
+           and (i.indexprs is not null
+                or exists (select 1 from unnest(i.indkey::int2[]) k(attnum)
+                             join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum
+                            where a.atttypid <> 'uuid'::regtype))
+        union all
         -- TRUNCATE, REFERENCES and TRIGGER are not covered by RLS.
         select t.name, format('%s holds %s, which row level security does not cover',
                               case when acl.grantee = 0 then 'public' else pg_get_userbyid(acl.grantee) end,
@@ -128,7 +159,126 @@ begin
       from pg_roles r
      where r.rolname in ('clinicdb_owner', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor')
        and (r.rolsuper or r.rolbypassrls)
+    union all
+    -- CREATEROLE can grant membership in any role that is not a superuser:
+    -- clinicdb_owner, clinicdb_app, another staff login. Not on this path.
+    -- REPLICATION lets a login stream the WAL or take a base backup: every
+    -- clinic's rows, below any policy.
+    select r.rolname::text, case when r.rolcreaterole
+                                 then 'role on the application path has CREATEROLE and can grant itself any role'
+                                 else 'role on the application path has REPLICATION and can stream every clinic''s data'
+                            end
+      from pg_roles r
+     where (r.rolcreaterole or r.rolreplication) and not r.rolsuper
+       and (pg_has_role(r.oid, 'clinicdb_app', 'MEMBER') or pg_has_role(r.oid, 'clinicdb_readonly', 'MEMBER')
+            or pg_has_role(r.oid, 'clinicdb_staff', 'MEMBER') or pg_has_role(r.oid, 'clinicdb_auditor', 'MEMBER'))
+    union all
+    -- SET ROLE escapes: a role on the application path (the app, readonly,
+    -- staff, auditor groups and their members) that also holds -- directly or
+    -- through other roles -- a role with another way in. SET ROLE needs only
+    -- membership, so holding is enough, whatever INHERIT says. grant_staff
+    -- refuses these at grant time; this catches a GRANT made afterwards.
+    select h.member_name::text, format('can SET ROLE to %s, which %s', h.role_name, h.why)
+      from (
+        select m.rolname as member_name, g.rolname as role_name,
+               case
+                   when g.rolsuper or g.rolbypassrls then 'bypasses row level security'
+                   when g.rolcreaterole then 'has CREATEROLE and can grant itself any role, clinicdb_owner included'
+                   -- Predefined roles whose rights sit below row level security.
+                   when g.rolname in ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
+                       then 'reads or writes the server''s files (table files included) or runs programs as the server'
+                   when g.rolname in ('pg_read_all_stats', 'pg_monitor')
+                       then 'shows the text of every session''s queries, other clinics'' values included'
+                   when g.rolname = 'pg_write_all_data'
+                       then 'writes every table, the layer''s registries included'
+                   when g.rolname = 'clinicdb_owner'
+                     or exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                                 where c.relowner = g.oid and (n.nspname = 'clinicdb' or n.nspname = any (v_schemas)))
+                     or exists (select 1 from pg_namespace n where n.nspowner = g.oid and n.nspname = 'clinicdb')
+                     or exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                                 where p.proowner = g.oid and n.nspname = 'clinicdb')
+                       then 'owns tables or functions of the layer and can turn its protection off'
+                   when pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER')
+                    and g.rolname in ('clinicdb_app', 'clinicdb_readonly')
+                       then 'lets a staff login choose any clinic with app.clinic_id'
+                   when pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER') and g.rolname = 'clinicdb_auditor'
+                       then 'reads the audit data of every clinic'
+                   when pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER') and g.rolname <> 'clinicdb_staff'
+                    and pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER')
+                       then 'is another staff login, mapped to its own clinics'
+                   when pg_has_role(m.oid, 'clinicdb_auditor', 'MEMBER')
+                    and (g.rolname in ('clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff')
+                         or pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER'))
+                       then 'gives the auditor the rows of a clinic'
+               end as why
+          from (
+            -- Every (member, role held) pair, through any chain of grants.
+            with recursive held(member, roleid) as (
+                select am.member, am.roleid from pg_auth_members am
+                union
+                select held.member, am.roleid from held join pg_auth_members am on am.member = held.roleid
+            )
+            select held.member, held.roleid from held
+          ) pairs
+          join pg_roles m on m.oid = pairs.member
+          join pg_roles g on g.oid = pairs.roleid
+         where not m.rolsuper and m.oid <> g.oid
+           and (pg_has_role(m.oid, 'clinicdb_app', 'MEMBER') or pg_has_role(m.oid, 'clinicdb_readonly', 'MEMBER')
+                or pg_has_role(m.oid, 'clinicdb_staff', 'MEMBER') or pg_has_role(m.oid, 'clinicdb_auditor', 'MEMBER'))
+      ) h
+     where h.why is not null
+    union all
+    -- SECURITY DEFINER functions the application path may call run as their
+    -- owner: an owner that bypasses RLS hands its rows to every caller, and a
+    -- body resolved at run time through a search_path that does not end in
+    -- pg_temp (pg_temp is searched FIRST for tables when not named) can be
+    -- pointed at the caller's temporary objects. SQL-standard bodies
+    -- (begin atomic) are bound at creation and need no pinned path.
+    select f.signature, f.why
+      from (
+        select p.oid::regprocedure::text as signature,
+               case
+                   when o.rolsuper or o.rolbypassrls
+                       then format('SECURITY DEFINER function owned by %s, which bypasses row level security, '
+                                   'is executable by the application or staff', o.rolname)
+                   when p.prosqlbody is null
+                    and not exists (select 1 from unnest(p.proconfig) c
+                                     where c ~ '^search_path=' and c ~ 'pg_temp"?$')
+                       then 'SECURITY DEFINER function without a pinned search_path ending in pg_temp '
+                            'is executable by the application or staff'
+               end as why
+          from pg_proc p
+          join pg_namespace n on n.oid = p.pronamespace
+          join pg_roles o on o.oid = p.proowner
+         where p.prosecdef
+           and n.nspname not in ('pg_catalog', 'information_schema')
+           and (has_function_privilege('clinicdb_app', p.oid, 'EXECUTE')
+                or has_function_privilege('clinicdb_readonly', p.oid, 'EXECUTE')
+                or has_function_privilege('clinicdb_staff', p.oid, 'EXECUTE')
+                or has_function_privilege('clinicdb_auditor', p.oid, 'EXECUTE'))
+      ) f
+     where f.why is not null
     order by 1, 2;
+
+    -- Mappings left behind by a dropped role or a revoked membership grant
+    -- nothing (current_clinic_id matches name and oid) but are clutter that
+    -- hides who may act where; report them. Only callers that
+    -- can read every mapping (the owner, DBAs) can check; others skip it.
+    if has_table_privilege('clinicdb.staff_members', 'select')
+       and not exists (select 1 from pg_class where oid = 'clinicdb.staff_members'::regclass and relforcerowsecurity)
+       and (pg_has_role('clinicdb_owner', 'MEMBER')
+            or (select rolsuper or rolbypassrls from pg_roles where rolname = current_user)) then
+        return query
+        select sm.role_name::text,
+               case when r.oid is null
+                    then 'staff mapping of a role that no longer exists (or was recreated): run clinicdb.revoke_staff'
+                    else 'staff mapping of a role that is not in clinicdb_staff: granting the group would revive it'
+               end
+          from (select distinct s.role_name, s.role_oid from clinicdb.staff_members s) sm
+          left join pg_roles r on r.rolname = sm.role_name and r.oid = sm.role_oid
+         where r.oid is null or not pg_has_role(r.oid, 'clinicdb_staff', 'MEMBER')
+         order by 1;
+    end if;
 end
 $$;
 comment on function clinicdb.check_isolation(text[]) is

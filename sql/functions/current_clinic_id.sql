@@ -81,7 +81,10 @@ begin atomic
                          filter (where sm.clinic_id::text = current_setting('app.clinic_id', true)))[1]
            end
       from clinicdb.staff_members sm
-     where sm.role_name = current_user;
+     where sm.role_name = current_user
+       -- Same name is not enough: a dropped login's mapping is not inherited
+       -- by a new role that reuses its name (the oid differs).
+       and sm.role_oid = (select r.oid from pg_roles r where r.rolname = current_user);
 end;
 comment on function clinicdb._staff_clinic_id() is
     'clinicdb: the clinic a staff login acts for (used by current_clinic_id()).';

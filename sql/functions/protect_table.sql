@@ -24,6 +24,7 @@ declare
     v_col record;
     v_policy record;
     v_role text;
+    v_partition text;
 begin
     select a.attnotnull, a.attgenerated, format_type(a.atttypid, a.atttypmod) as type_name
       into v_col
@@ -72,8 +73,25 @@ begin
         return next format('revoke truncate, references, trigger on %s from %s', p_table, v_role);
     end loop;
 
-    -- updated_at is kept by the database, not trusted from the client.
-    if exists (select 1 from pg_attribute where attrelid = p_table and attname = 'updated_at' and not attisdropped) then
+    -- Partitions are tables of their own: a query naming a partition directly
+    -- is checked against the PARTITION's policies, not the parent's. Without
+    -- this, a protected partitioned table hands every clinic's rows to anyone
+    -- who selects from one of its partitions (they get the default grants).
+    -- Partitions created later are reported by check_isolation() until
+    -- protect_table runs again (on the parent or on them).
+    for v_partition in
+        select i.inhrelid::regclass::text from pg_inherits i where i.inhparent = p_table order by 1
+    loop
+        if (select c.relkind from pg_class c where c.oid = p_table) = 'p' then
+            return next format('select clinicdb.protect_table(%L)', v_partition);
+        end if;
+    end loop;
+
+    -- updated_at is kept by the database, not trusted from the client. A
+    -- partition gets the trigger from its partitioned table (PostgreSQL
+    -- clones row triggers onto partitions), and cannot drop that clone.
+    if exists (select 1 from pg_attribute where attrelid = p_table and attname = 'updated_at' and not attisdropped)
+       and not (select c.relispartition from pg_class c where c.oid = p_table) then
         return next format('drop trigger if exists clinicdb_touch_row on %s', p_table);
         return next format('create trigger clinicdb_touch_row before update on %s '
                            'for each row execute function clinicdb.touch_row()', p_table);
@@ -109,8 +127,10 @@ begin
             using hint = 'drop them, or make them restrictive (as restrictive)';
     end if;
 
-    -- Later layers (audit) attach their triggers when they are installed.
-    if to_regprocedure('clinicdb.attach_audit(regclass)') is not null then
+    -- Later layers (audit) attach their triggers when they are installed
+    -- (to a partitioned table, whose row triggers partitions inherit).
+    if to_regprocedure('clinicdb.attach_audit(regclass)') is not null
+       and not (select c.relispartition from pg_class c where c.oid = p_table) then
         execute 'select clinicdb.attach_audit($1)' using p_table;
     end if;
 

@@ -9,7 +9,14 @@
 -- Refused: roles that bypass RLS (superuser, BYPASSRLS) -- their mapping would
 -- be a lie -- and members of the app/readonly/owner/auditor groups, whose
 -- other path to data (app.clinic_id, ownership, audit reads) a staff mapping
--- must not sit beside.
+-- must not sit beside; likewise CREATEROLE logins (they can grant themselves
+-- any role) and logins that hold (and so can SET ROLE to) a role bypassing
+-- RLS, a CREATEROLE role or another staff login. clinicdb.check_isolation()
+-- reports such grants made after the fact.
+--
+-- Mappings are keyed by role name. A role dropped without revoke_staff leaves
+-- its mapping behind; grant_staff removes such stale mappings before mapping
+-- a new role of that name, and check_isolation() reports them meanwhile.
 create or replace function clinicdb.grant_staff(p_role name, p_clinic uuid)
 returns void
 language plpgsql
@@ -19,14 +26,22 @@ as $$
 declare
     v_role record;
 begin
-    select rolname, rolsuper, rolbypassrls, rolcanlogin into v_role from pg_roles where rolname = p_role;
+    select rolname, rolsuper, rolbypassrls, rolcreaterole, rolreplication, rolcanlogin
+      into v_role from pg_roles where rolname = p_role;
     if not found then
         raise exception 'role % does not exist', p_role
             using errcode = 'undefined_object', hint = 'create the login first: create role ... login';
     end if;
-    if v_role.rolsuper or v_role.rolbypassrls then
+    -- REPLICATION streams the WAL: every clinic's rows, below any policy.
+    if v_role.rolsuper or v_role.rolbypassrls or v_role.rolreplication then
         raise exception 'role % bypasses row level security and cannot be staff', p_role
-            using errcode = 'insufficient_privilege', hint = 'use a login without SUPERUSER or BYPASSRLS';
+            using errcode = 'insufficient_privilege', hint = 'use a login without SUPERUSER, BYPASSRLS or REPLICATION';
+    end if;
+    -- CREATEROLE grants membership in any non-superuser role: the login could
+    -- grant itself clinicdb_readonly (any clinic) or clinicdb_owner.
+    if v_role.rolcreaterole then
+        raise exception 'role % has CREATEROLE and could grant itself any role; it cannot be staff', p_role
+            using errcode = 'insufficient_privilege', hint = 'alter role ... nocreaterole, or use a separate login';
     end if;
     if p_role in ('clinicdb_staff', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_owner', 'clinicdb_auditor')
        or pg_has_role(p_role, 'clinicdb_app', 'MEMBER')
@@ -36,6 +51,17 @@ begin
         raise exception 'role % is a clinicdb group or holds one; staff must be a plain login', p_role
             using errcode = 'insufficient_privilege', hint = 'create a separate login for the person';
     end if;
+    -- SET ROLE needs only membership: a login that holds a role bypassing RLS,
+    -- a CREATEROLE role or another staff login could act as it, whatever its
+    -- own mapping says.
+    if exists (select 1 from pg_roles g
+                where g.rolname <> p_role and g.rolname <> 'clinicdb_staff'
+                  and pg_has_role(p_role, g.oid, 'MEMBER')
+                  and (g.rolsuper or g.rolbypassrls or g.rolcreaterole or pg_has_role(g.oid, 'clinicdb_staff', 'MEMBER'))) then
+        raise exception 'role % can SET ROLE to a role that bypasses row level security, has CREATEROLE '
+                        'or is another staff login', p_role
+            using errcode = 'insufficient_privilege', hint = 'revoke those roles from it, or create a separate login';
+    end if;
     if not exists (select 1 from public.clinics where id = p_clinic) then
         raise exception 'clinic % does not exist', p_clinic
             using errcode = 'foreign_key_violation', hint = 'list clinics with: clinicdb clinic list';
@@ -43,9 +69,20 @@ begin
     if not v_role.rolcanlogin then
         raise warning 'role % cannot log in; the mapping applies once it can', p_role;
     end if;
+    -- Mappings of this name that are not this role (another oid), or left
+    -- behind by a revoked membership, belong to someone else: start clean.
+    if not pg_has_role(p_role, 'clinicdb_staff', 'MEMBER')
+       or exists (select 1 from clinicdb.staff_members sm
+                   where sm.role_name = p_role and sm.role_oid <> (select oid from pg_roles where rolname = p_role)) then
+        delete from clinicdb.staff_members where role_name = p_role;
+        if found then
+            raise warning 'removed stale staff mappings of %, left by an earlier role of that name', p_role;
+        end if;
+    end if;
     execute format('grant clinicdb_staff to %I', p_role);
-    insert into clinicdb.staff_members (role_name, clinic_id) values (p_role, p_clinic)
-    on conflict do nothing;
+    insert into clinicdb.staff_members (role_name, role_oid, clinic_id)
+    values (p_role, (select oid from pg_roles where rolname = p_role), p_clinic)
+    on conflict (role_name, clinic_id) do update set role_oid = excluded.role_oid;
 end
 $$;
 comment on function clinicdb.grant_staff(name, uuid) is

@@ -9,7 +9,11 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if new.clinic_id is distinct from old.clinic_id then
+    -- NEW.clinic_id is NULL here when clinic_id is a generated column (as on
+    -- clinics): BEFORE triggers run before it is computed. Such a row's clinic
+    -- follows its key, which the update policy's WITH CHECK and the foreign
+    -- keys guard; a NULL written into a plain clinic_id fails NOT NULL.
+    if new.clinic_id is not null and new.clinic_id is distinct from old.clinic_id then
         raise exception 'clinic_id of a % row cannot change', tg_table_name
             using errcode = 'check_violation',
                   hint = 'insert a copy under the other clinic and soft-delete this one';

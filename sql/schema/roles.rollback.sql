@@ -1,6 +1,15 @@
 -- Undo roles.sql in this database. The roles themselves are cluster-wide:
 -- they are dropped only when nothing in any other database still needs them.
 revoke create, usage on schema public from clinicdb_owner;
+-- PostgreSQL's default, which roles.sql took back from PUBLIC.
+do $$
+begin
+    execute format('grant temporary on database %I to public', current_database());
+end
+$$;
+grant execute on function pg_catalog.lo_creat(integer) to public;
+grant execute on function pg_catalog.lo_create(oid) to public;
+grant execute on function pg_catalog.lo_from_bytea(oid, bytea) to public;
 do $$
 declare
     v_role text;

@@ -41,6 +41,26 @@ begin
         'grant connect on database %I to clinicdb_app, clinicdb_readonly, clinicdb_staff, clinicdb_auditor',
         current_database()
     );
+    -- Temporary objects are the one thing a staff login could otherwise
+    -- create. In the implicit pg_temp schema, searched FIRST for tables and
+    -- types unless a search_path names it last, they can shadow what a
+    -- function with a careless search_path (or an operator's ad-hoc script in
+    -- that session) refers to, and they are storage outside any clinic.
+    -- PostgreSQL grants TEMP to PUBLIC by default: take it back, and give it
+    -- to the application only (drivers may stage bulk loads in temp tables).
+    -- Readonly runs on hot standbys, which allow no temp tables anyway.
+    execute format('revoke temporary on database %I from public', current_database());
+    execute format('grant temporary on database %I to clinicdb_app', current_database());
 end
 $$;
 grant create, usage on schema public to clinicdb_owner;
+
+-- Large objects live outside every table, so outside every clinic: no row
+-- level security, no audit, readable by anyone their creator grants them to
+-- (GRANT SELECT ON LARGE OBJECT ... TO PUBLIC). Any role may create them by
+-- default; in a clinicdb database nobody on the application path may. PHI
+-- belongs in bytea columns of tenant tables. (lo_import from a server file is
+-- superuser-only already.) Per database: pg_proc ACLs are database-local.
+revoke execute on function pg_catalog.lo_creat(integer) from public;
+revoke execute on function pg_catalog.lo_create(oid) from public;
+revoke execute on function pg_catalog.lo_from_bytea(oid, bytea) from public;

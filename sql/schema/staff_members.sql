@@ -4,6 +4,9 @@
 -- clinicdb.grant_staff() / clinicdb.revoke_staff().
 create table if not exists clinicdb.staff_members (
     role_name name not null,
+    -- The role's oid at grant time: a later role that reuses the name is a
+    -- different person and must not inherit the mapping (fails closed).
+    role_oid oid not null,
     clinic_id uuid not null references public.clinics (id) on delete cascade,
     granted_at timestamptz not null default now(),
     granted_by name not null default session_user,

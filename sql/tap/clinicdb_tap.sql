@@ -70,6 +70,13 @@ end $$;
 comment on function clinicdb_tap.use_test_keys(uuid) is
     'clinicdb_tap: put the public TEST master key in force (if none) and give the clinic a data key (as superuser).';
 
+-- The tenant tables of the reference schema, for suites that loop over them.
+create or replace function clinicdb_tap.reference_tables()
+returns setof regclass language sql stable as $$
+    select t::regclass from unnest(array['public.clinics', 'public.staff', 'public.patients', 'public.appointments',
+                                         'public.medical_records', 'public.prescriptions']) t
+$$;
+
 -- One row in every reference table for a clinic; returns the patient id.
 create or replace function clinicdb_tap.seed_reference(p_clinic uuid)
 returns uuid language plpgsql as $$

@@ -8,17 +8,12 @@ select clinicdb_tap.create_clinic('App B') as b \gset
 select clinicdb_tap.seed_reference(:'a');
 select clinicdb_tap.seed_reference(:'b');
 
-create temp table tables (t regclass);
-insert into tables values ('public.clinics'), ('public.staff'), ('public.patients'), ('public.appointments'),
-    ('public.medical_records'), ('public.prescriptions');
-grant select on tables to public;
-
 select clinicdb_tap.authenticate_as_app(:'a');
-select clinicdb_tap.sees_only_clinic(t, :'a', format('app in clinic A reads only clinic A rows of %s', t)) from tables;
+select clinicdb_tap.sees_only_clinic(t, :'a', format('app in clinic A reads only clinic A rows of %s', t)) from clinicdb_tap.reference_tables() t;
 select is(clinicdb_tap.rows_changed('update %s set updated_at = now() where clinic_id = $1', t, :'b'), 0::bigint,
-          format('app in clinic A updates no clinic B row of %s', t)) from tables;
+          format('app in clinic A updates no clinic B row of %s', t)) from clinicdb_tap.reference_tables() t;
 select is(clinicdb_tap.rows_changed('delete from %s where clinic_id = $1', t, :'b'), 0::bigint,
-          format('app in clinic A deletes no clinic B row of %s', t)) from tables;
+          format('app in clinic A deletes no clinic B row of %s', t)) from clinicdb_tap.reference_tables() t;
 
 select throws_ok(format($$insert into public.patients (clinic_id, mrn, given_name, family_name) values (%L, 'X', 'x', 'y')$$, :'b'),
                  '42501', null, 'app in clinic A cannot insert a patient into clinic B');
@@ -36,7 +31,7 @@ select is((select count(*) from public.patients p where p.clinic_id = :'b'), 0::
 
 -- With no clinic in force: nothing readable, nothing writable.
 select clinicdb_tap.authenticate_as_app(null);
-select clinicdb_tap.sees_nothing(t, format('with no clinic in force the app reads nothing from %s', t)) from tables;
+select clinicdb_tap.sees_nothing(t, format('with no clinic in force the app reads nothing from %s', t)) from clinicdb_tap.reference_tables() t;
 select throws_ok($$insert into public.patients (mrn, given_name, family_name) values ('NONE', 'x', 'y')$$,
                  '42501', 'no clinic is in force for this transaction',
                  'with no clinic in force an insert fails and says to set app.clinic_id');

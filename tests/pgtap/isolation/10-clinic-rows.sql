@@ -1,0 +1,31 @@
+-- The clinics row is tenant data like any other: the clinic in force can
+-- update its own row (name, timezone) and nothing else, and cannot move it
+-- to another clinic's id. clinic_id is generated from id there, which
+-- touch_row() cannot see in a BEFORE trigger: it must not refuse every
+-- update of a clinic because of it.
+begin;
+select plan(6);
+
+select clinicdb_tap.create_clinic('Rows A') as a \gset
+select clinicdb_tap.create_clinic('Rows B') as b \gset
+select clinicdb_tap.create_staff_login('tap_rows_alice', :'a');
+
+select lives_ok(format($$update public.clinics set name = 'Rows A renamed' where id = %L$$, :'a'),
+                'a DBA can rename a clinic (the generated clinic_id does not trip touch_row)');
+
+select clinicdb_tap.authenticate_as_app(:'a');
+select lives_ok($$update public.clinics set timezone = 'Europe/Paris'$$,
+                'the app can update its own clinic row');
+select is((select timezone from public.clinics), 'Europe/Paris', 'and the change is made');
+select is(clinicdb_tap.rows_changed('update %s set name = ''pwned'' where id = $1', 'public.clinics', :'b'), 0::bigint,
+          'the app updates no other clinic''s row');
+select throws_ok(format($$update public.clinics set id = %L$$, gen_random_uuid()), '42501', null,
+                 'the app cannot give its clinic row another id (WITH CHECK on the generated clinic_id)');
+
+select clinicdb_tap.authenticate_as('tap_rows_alice');
+select is(clinicdb_tap.rows_changed('update %s set name = ''pwned'' where id = $1', 'public.clinics', :'b'), 0::bigint,
+          'staff of clinic A updates no other clinic''s row');
+select clinicdb_tap.clear_authentication();
+
+select * from finish();
+rollback;
