@@ -65,17 +65,27 @@ def generate_master(out: Path) -> None:
 
 @keys.command()
 @click.option("--clinic", "clinic_id", type=click.UUID, help="Only this clinic.")
+@click.option("--values", "values", is_flag=True, help="Instead: stored values per column, clinic and key version.")
 @admin_url_option
 @output_options
 @friendly_errors
-def status(clinic_id: uuid.UUID | None, database_url: str | None, as_json: bool) -> None:
+def status(clinic_id: uuid.UUID | None, values: bool, database_url: str | None, as_json: bool) -> None:
     """List every clinic's key versions, their state and master key fingerprint.
+
+    With --values, count the stored values per encrypted column, clinic and
+    key version instead (no key needed): after `clinicdb keys reencrypt`
+    every value of a clinic is on its active version.
 
     Example:
 
-        clinicdb keys status --clinic 0b9a5f4e-8a47-4c1e-9a57-1d3f0e7c2b11
+        clinicdb keys status --clinic 0b9a5f4e-8a47-4c1e-9a57-1d3f0e7c2b11 --values
     """
-    rows = encryption.status(resolve_admin_url(database_url), clinic_id)
+    url = resolve_admin_url(database_url)
+    if values:
+        usage = encryption.key_usage(url, clinic_id)
+        print_rows(["table", "column", "clinic_id", "key_version", "values"], usage, as_json)
+        return
+    rows = encryption.status(url, clinic_id)
     print_rows(
         ["clinic_id", "clinic", "version", "state", "master_key_id", "created_at", "shredded_at"],
         [[r.clinic_id, r.clinic, r.version, r.state, r.master_key_id, r.created_at, r.shredded_at] for r in rows],

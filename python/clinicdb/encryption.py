@@ -93,6 +93,16 @@ def status(admin_url: str, clinic: uuid.UUID | None = None) -> list[KeyVersion]:
     return [KeyVersion(*row) for row in rows]
 
 
+def key_usage(admin_url: str, clinic: uuid.UUID | None = None) -> list[tuple[Any, ...]]:
+    """(table, column, clinic id, key version, values stored) for every encrypted column (or one clinic's)."""
+    with psycopg.connect(admin_url) as conn:
+        return conn.execute(
+            "select table_name, column_name, clinic_id, key_version, values_stored from clinicdb.key_usage()"
+            " where %(clinic)s::uuid is null or clinic_id = %(clinic)s",
+            {"clinic": clinic},
+        ).fetchall()
+
+
 @dataclass
 class ReencryptPlan:
     """One table of one clinic to move to the clinic's active key version."""

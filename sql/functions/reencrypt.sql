@@ -97,3 +97,31 @@ $$;
 comment on function clinicdb.reencrypt_remaining(regclass) is
     'clinicdb: how many rows of the clinic in force still hold a value under an older key version.';
 grant execute on function clinicdb.reencrypt_remaining(regclass) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- How many stored values use each key version, per encrypted column and
+-- clinic: what an operator checks before and after `clinicdb keys reencrypt`.
+-- Reads only the version bytes (no key needed); run by a role that sees
+-- every clinic for the whole picture.
+create or replace function clinicdb.key_usage()
+returns table (table_name text, column_name name, clinic_id uuid, key_version integer, values_stored bigint)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_col record;
+begin
+    for v_col in select ec.table_name, ec.column_name from clinicdb.encrypted_columns ec
+                  order by ec.table_name::text, ec.column_name loop
+        return query execute format(
+            'select %L::text, %L::name, t.clinic_id, clinicdb.key_version(t.%I), count(*)
+               from %s t where t.%I is not null group by 3, 4 order by 3, 4',
+            v_col.table_name::text, v_col.column_name, v_col.column_name || '_ciphertext',
+            v_col.table_name, v_col.column_name || '_ciphertext');
+    end loop;
+end
+$$;
+comment on function clinicdb.key_usage() is
+    'clinicdb: stored values per encrypted column, clinic and key version (no key needed; shows re-encryption progress).';
+revoke execute on function clinicdb.key_usage() from public;
+grant execute on function clinicdb.key_usage() to clinicdb_auditor;

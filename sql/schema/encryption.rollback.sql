@@ -9,6 +9,7 @@ begin
 end
 $$;
 delete from clinicdb.protected_tables where table_name = 'clinicdb.clinic_keys'::regclass;
+drop function if exists clinicdb.key_usage();
 drop function if exists clinicdb.reencrypt_remaining(regclass);
 drop function if exists clinicdb.reencrypt_batch(regclass, uuid, integer);
 drop function if exists clinicdb.decrypt_column(regclass, name);

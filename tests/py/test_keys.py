@@ -144,6 +144,11 @@ def test_reencrypt_moves_every_value_with_a_progress_bar(
     assert "re-encrypting" in result.output and "re-encrypted 40 of" in result.output
     assert _versions(servers.admin_url, clinic) == {2}
     assert _read_ssns(servers.app_url, clinic) == before
+    usage = CliRunner().invoke(
+        cli, ["keys", "status", "--values", "--clinic", str(clinic), "--json", "--database-url", servers.admin_url]
+    )
+    assert usage.exit_code == 0, usage.output
+    assert '"key_version": 2' in usage.output and '"key_version": 1' not in usage.output
 
 
 def test_interrupted_reencrypt_resumes_after_the_last_batch(
