@@ -8,13 +8,22 @@ commands read it from ``--master-key-file``, ``CLINICDB_MASTER_KEY_FILE`` or
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
 import psycopg
 
 from clinicdb import encryption
-from clinicdb.keys import generate_master_key, load_master_key, read_key_file, set_master_key, write_key_file
+from clinicdb.devcluster.bootstrap import dev_dir
+from clinicdb.keys import (
+    dev_master_key,
+    generate_master_key,
+    load_master_key,
+    read_key_file,
+    set_master_key,
+    write_key_file,
+)
 
 from ._common import admin_url_option, friendly_errors, output_options, print_rows, print_table, resolve_admin_url
 
@@ -236,6 +245,17 @@ def sql_(table: str, database_url: str | None) -> None:
         rows = conn.execute("select clinicdb.encryption_sql(%s::regclass)", (table,)).fetchall()
     for (statement,) in rows:
         click.echo(f"{statement};\n")
+
+
+def demo_master_key(admin_url: str, clinic_ids: Iterable[uuid.UUID]) -> str:
+    """The local dev master key (``.clinicdb/master.key``, 0600, created on first use; never in the database),
+    after making sure every clinic has a data key. For `clinicdb demo`: seed PHI with
+    ``set_master_key(conn, key)`` in the seeding transaction, then call :func:`demo_encryption`.
+    """
+    key = dev_master_key(dev_dir())
+    for clinic_id in clinic_ids:
+        encryption.ensure_key(admin_url, clinic_id, key)
+    return key
 
 
 def demo_encryption(admin_url: str, app_url: str, clinic_id: uuid.UUID, master_key: str) -> None:

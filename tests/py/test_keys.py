@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from clinicdb_cli.keys import demo_encryption
+from clinicdb_cli.keys import demo_encryption, demo_master_key
 from clinicdb_cli.main import cli
 from psycopg import sql
 
@@ -340,3 +340,20 @@ def test_migration_rollback_decrypts_and_migrate_encrypts_again(
         ).fetchone()
     assert at_rest == (3,)
     assert sorted(_read_ssns(app_url, clinic, key).values()) == ["900-10-1000", "900-11-1001", "900-12-1002"]
+
+
+def test_demo_master_key_lives_in_a_private_file_outside_the_database(
+    servers: ServerSet, clinic_pair: tuple[uuid.UUID, uuid.UUID], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo reads its key from <dev dir>/master.key (0600), the same on every call, and gives each clinic a key."""
+    monkeypatch.setenv("CLINICDB_DEV_DIR", str(tmp_path / "dev"))
+    write_key_file(tmp_path / "dev" / "master.key", SESSION_KEY)  # this database's key (one per database)
+    assert demo_master_key(servers.admin_url, clinic_pair) == SESSION_KEY
+    assert demo_master_key(servers.admin_url, clinic_pair) == SESSION_KEY
+    assert stat.S_IMODE((tmp_path / "dev" / "master.key").stat().st_mode) == 0o600
+    with psycopg.connect(servers.admin_url) as conn:
+        count = conn.execute(
+            "select count(*) from clinicdb.clinic_keys where clinic_id = any(%s) and state = 'active'",
+            (list(clinic_pair),),
+        ).fetchone()
+    assert count == (2,)
