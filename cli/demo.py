@@ -8,8 +8,10 @@ import click
 import psycopg
 
 from clinicdb.devcluster.bootstrap import APP_LOGIN, dev_cluster
+from clinicdb.keys import set_master_key
 
 from ._common import friendly_errors, print_table
+from .keys import demo_encryption, demo_master_key
 
 # Fixed ids so the demo is idempotent and its output comparable run to run.
 DEMO_CLINICS = {
@@ -26,21 +28,27 @@ def _step(text: str) -> None:
     click.echo(click.style(f"\n> {text}", bold=True))
 
 
-def seed(admin_url: str, app_url: str) -> None:
-    """Two demo clinics (as an operator) and their patients (as the app, one clinic at a time)."""
+def seed(admin_url: str, app_url: str) -> str:
+    """Two demo clinics (as an operator) and their patients (as the app, one clinic at a time).
+
+    Returns the local dev master key (``.clinicdb/master.key``, never in the database).
+    """
     with psycopg.connect(admin_url) as conn:
         for clinic_id, name in DEMO_CLINICS.items():
             conn.execute("select clinicdb.create_clinic(%s, %s)", (name, clinic_id))
+    key = demo_master_key(admin_url, DEMO_CLINICS)
     with psycopg.connect(app_url) as conn:
         for clinic_id, name in DEMO_CLINICS.items():
             with conn.transaction():
                 conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic_id),))
+                set_master_key(conn, key)
                 for mrn, given, family, ssn in DEMO_PATIENTS[name]:
                     conn.execute(
                         "insert into patients (mrn, given_name, family_name, ssn) values (%s, %s, %s, %s)"
                         " on conflict (clinic_id, mrn) do nothing",
                         (mrn, given, family, ssn),
                     )
+    return key
 
 
 @click.command()
@@ -57,7 +65,7 @@ def demo() -> None:
     cluster = dev_cluster()
     admin_url, app_url = cluster.url("primary"), cluster.url("primary", user=APP_LOGIN)
     _step("Seeding two clinics and their patients (operator creates clinics; the app writes patients)")
-    seed(admin_url, app_url)
+    key = seed(admin_url, app_url)
     for clinic_id, name in DEMO_CLINICS.items():
         click.echo(f"  {name}: {clinic_id}")
 
@@ -80,6 +88,10 @@ def demo() -> None:
         except psycopg.Error as exc:
             click.echo(f"  refused: {exc.diag.message_primary}")
         conn.rollback()
+
+    _step("PHI encryption: an SSN as stored (operator) and as the app reads it (with the master key)")
+    first = next(iter(DEMO_CLINICS))
+    demo_encryption(admin_url, app_url, first, key)
 
     with psycopg.connect(admin_url) as conn:
         findings = conn.execute("select count(*) from clinicdb.check_isolation()").fetchone()
