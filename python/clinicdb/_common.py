@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from clinicdb import _wire
 from clinicdb._config import DriverConfig
 from clinicdb._scope import Scope
@@ -17,10 +19,31 @@ ROUTE_REPLICA = "replica"
 
 @dataclass(frozen=True)
 class Opening:
-    """The one flight that starts a transaction: BEGIN plus the set_config select with its parameters."""
+    """The one flight that starts a transaction: BEGIN plus the set_config select with its parameters.
 
-    commands: list[_wire.Command]
+    With prepared statements on (``prepare_threshold`` not None) the select is
+    prepared once per connection, in the flight of its first use, and run by
+    name afterwards; with them off (pgbouncer before 1.21) it is sent unnamed.
+    """
+
+    begin: bytes
+    params: list[bytes | None]
     extra: int
+    prepared: bool
+
+    def commands(self, *, prepare: bool) -> list[_wire.Command]:
+        """The flight; ``prepare`` when this connection has not prepared this opening yet."""
+        if not self.prepared:
+            return [(b"q", self.begin, None), (b"q", _wire.opening_query(self.extra), self.params)]
+        name = _wire.opening_name(self.extra)
+        head: list[_wire.Command] = [(b"q", self.begin, None)]
+        if prepare:
+            head.append((b"p", name, _wire.opening_query(self.extra)))
+        return [*head, (b"e", name, self.params)]
+
+    @property
+    def name(self) -> bytes:
+        return _wire.opening_name(self.extra)
 
     @classmethod
     def build(cls, scope: Scope, config: DriverConfig, *, read: bool, isolation: str | None) -> Opening:
@@ -31,8 +54,15 @@ class Opening:
             encoding="utf-8",
         )
         begin = _wire.begin_command(read_only=read, isolation=isolation)
-        extra = len(scope.settings)
-        return cls([(begin, None), (_wire.opening_query(extra), params)], extra)
+        return cls(begin, params, len(scope.settings), config.prepare_threshold is not None)
+
+
+def sync_prepared(prepared: set[bytes], opening: Opening, exc: BaseException) -> None:
+    """Correct what we believe is prepared on a connection after the server disagreed."""
+    if isinstance(exc, psycopg.errors.DuplicatePreparedStatement):
+        prepared.add(opening.name)
+    else:
+        prepared.clear()
 
 
 def lsn_column(opening: Opening) -> int:

@@ -27,10 +27,11 @@ from psycopg.waiting import Ready, Wait
 
 from clinicdb._scope import Scope
 
-Command = tuple[bytes, Sequence[bytes | None] | None]
+# (b"q", sql, params): an unnamed statement; (b"p", name, sql): prepare; (b"e", name, params): run a prepared one.
+Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None]
 
 _FIXED = ("app.clinic_id", "app.user_id", "app.request_id", "statement_timeout", "idle_in_transaction_session_timeout")
-COMMIT_WITH_TOKEN: list[Command] = [(b"commit", None), (b"select pg_current_wal_insert_lsn()::text", None)]
+COMMIT_WITH_TOKEN: list[Command] = [(b"q", b"commit", None), (b"q", b"select pg_current_wal_insert_lsn()::text", None)]
 REPLAY_LSN = b"select pg_last_wal_replay_lsn()::text"
 
 _ISOLATION = {
@@ -48,6 +49,12 @@ def begin_command(*, read_only: bool, isolation: str | None) -> bytes:
     except KeyError:
         raise ValueError(f"isolation must be one of {', '.join(k for k in _ISOLATION if k)}, or None") from None
     return b"begin" + level + (b" read only" if read_only else b"")
+
+
+@lru_cache(maxsize=64)
+def opening_name(extra: int) -> bytes:
+    """The prepared statement name of ``opening_query(extra)`` on each connection."""
+    return f"clinicdb_open_{extra}".encode()
 
 
 @lru_cache(maxsize=64)
@@ -83,8 +90,16 @@ def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) ->
     """
     pgconn.enter_pipeline_mode()
     try:
-        for query, params in commands:
-            pgconn.send_query_params(query, params)
+        for op, first, second in commands:
+            if op == b"p":
+                assert isinstance(second, bytes)
+                pgconn.send_prepare(first, second)
+            elif op == b"e":
+                assert not isinstance(second, bytes)
+                pgconn.send_query_prepared(first, second)
+            else:
+                assert not isinstance(second, bytes)
+                pgconn.send_query_params(first, second)
         pgconn.pipeline_sync()
         while pgconn.flush() != 0:
             ready = yield Wait.RW

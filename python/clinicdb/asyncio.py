@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ from clinicdb._common import (
     primary_reopen_attempts,
     redacted_error,
     replica_names,
+    sync_prepared,
 )
 from clinicdb._config import DriverConfig
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
@@ -99,6 +101,7 @@ class AsyncClinicDB:
         self._monitor_conns: dict[int, AConn | None] = {}
         self._primary_monitor: AConn | None = None
         self._opened = False
+        self._prepared: weakref.WeakKeyDictionary[AConn, set[bytes]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncClinicDB:
@@ -342,8 +345,23 @@ class AsyncClinicDB:
             raise PoolExhausted(exhausted_message(server.name, server.pool.get_stats(), timeout)) from exc
 
     async def _send_opening(self, conn: AConn, opening: Opening) -> list[pq.abc.PGresult]:
-        async with conn.lock:
-            return await conn.wait(_wire.flight(conn.pgconn, opening.commands, conn.info.encoding))
+        prepared = self._prepared.setdefault(conn, set())
+        for attempt in (1, 2):
+            need = opening.prepared and opening.name not in prepared
+            try:
+                async with conn.lock:
+                    commands = opening.commands(prepare=need)
+                    results = await conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
+            except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement) as exc:
+                await conn.rollback()
+                if attempt == 2:
+                    raise
+                sync_prepared(prepared, opening, exc)
+                continue
+            if need:
+                prepared.add(opening.name)
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _open_primary(self, opening: Opening) -> AConn:
         for attempt in range(primary_reopen_attempts(self.config)):
@@ -397,7 +415,7 @@ class AsyncClinicDB:
                 self._replica_failed(index, exc)
                 return None
             raise
-        replay = _wire.text_value(results[1], lsn_column(opening))
+        replay = _wire.text_value(results[-1], lsn_column(opening))
         if replay is not None:
             self.router.observe_replay(index, parse_lsn(replay))
         if wait_for is not None and not await self._wait_replay(conn, replay, wait_for):

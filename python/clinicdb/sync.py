@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ from clinicdb._common import (
     primary_reopen_attempts,
     redacted_error,
     replica_names,
+    sync_prepared,
 )
 from clinicdb._config import DriverConfig
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
@@ -106,6 +108,7 @@ class ClinicDB:
         self._monitor_conns: dict[int, Conn | None] = {}
         self._primary_monitor: Conn | None = None
         self._opened = False
+        self._prepared: weakref.WeakKeyDictionary[Conn, set[bytes]] = weakref.WeakKeyDictionary()
         if open:
             self.open()
 
@@ -325,7 +328,10 @@ class ClinicDB:
     ) -> Iterator[psycopg.Cursor[Any]]:
         opening = Opening.build(scope, self.config, read=read, isolation=isolation)
         started = time.perf_counter()
-        conn, server, route = self._begin(opening, token) if read else (self._open_primary(opening), self.primary, ROUTE_PRIMARY)
+        if read:
+            conn, server, route = self._begin(opening, token)
+        else:
+            conn, server, route = self._open_primary(opening), self.primary, ROUTE_PRIMARY
         ok = False
         try:
             cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
@@ -358,8 +364,23 @@ class ClinicDB:
             raise PoolExhausted(exhausted_message(server.name, server.pool.get_stats(), timeout)) from exc
 
     def _send_opening(self, conn: Conn, opening: Opening) -> list[pq.abc.PGresult]:
-        with conn.lock:
-            return conn.wait(_wire.flight(conn.pgconn, opening.commands, conn.info.encoding))
+        prepared = self._prepared.setdefault(conn, set())
+        for attempt in (1, 2):
+            need = opening.prepared and opening.name not in prepared
+            try:
+                with conn.lock:
+                    results = conn.wait(_wire.flight(conn.pgconn, opening.commands(prepare=need), conn.info.encoding))
+            except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement) as exc:
+                # Someone (DISCARD ALL, a pooler) changed the session's prepared statements: resync once.
+                conn.rollback()
+                if attempt == 2:
+                    raise
+                sync_prepared(prepared, opening, exc)
+                continue
+            if need:
+                prepared.add(opening.name)
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_primary(self, opening: Opening) -> Conn:
         # A pooled connection may be dead (primary restarted): nothing of the caller has run yet, so take another.
@@ -414,7 +435,7 @@ class ClinicDB:
                 self._replica_failed(index, exc)
                 return None
             raise
-        replay = _wire.text_value(results[1], lsn_column(opening))
+        replay = _wire.text_value(results[-1], lsn_column(opening))
         if replay is not None:
             self.router.observe_replay(index, parse_lsn(replay))
         if wait_for is not None and not self._wait_replay(conn, replay, wait_for):
