@@ -449,10 +449,11 @@ class AsyncClinicDB:
             logger.warning("clinicdb: replica %s marked unhealthy: %s", self.replicas[index].name, redacted_error(exc))
 
     async def _commit_read(self, conn: AConn) -> None:
+        # A read changes nothing: a caught error inside the block just means rolling back.
         if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
             await conn.rollback()
-            raise aborted_error()
-        await conn.commit()
+        else:
+            await conn.commit()
 
     async def _commit_write(self, conn: AConn) -> None:
         status = conn.pgconn.transaction_status

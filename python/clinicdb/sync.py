@@ -468,10 +468,11 @@ class ClinicDB:
             logger.warning("clinicdb: replica %s marked unhealthy: %s", self.replicas[index].name, redacted_error(exc))
 
     def _commit_read(self, conn: Conn) -> None:
+        # A read changes nothing: a caught error inside the block just means rolling back.
         if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
             conn.rollback()
-            raise aborted_error()
-        conn.commit()
+        else:
+            conn.commit()
 
     def _commit_write(self, conn: Conn) -> None:
         status = conn.pgconn.transaction_status
