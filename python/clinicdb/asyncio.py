@@ -101,6 +101,7 @@ class AsyncClinicDB:
         self._monitor_conns: dict[int, AConn | None] = {}
         self._primary_monitor: AConn | None = None
         self._opened = False
+        self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._prepared: weakref.WeakKeyDictionary[AConn, set[bytes]] = weakref.WeakKeyDictionary()
 
     @classmethod
@@ -113,6 +114,9 @@ class AsyncClinicDB:
         return cls(primary, replicas, **kwargs)
 
     def _server(self, name: str, url: str) -> _AsyncServer:
+        return _AsyncServer(name, url, self._pool(name, url))
+
+    def _pool(self, name: str, url: str) -> AsyncConnectionPool[AConn]:
         pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
             url,
             min_size=self.config.min_size,
@@ -123,7 +127,7 @@ class AsyncClinicDB:
             open=False,
             name=f"clinicdb-async-{name}",
         )
-        return _AsyncServer(name, url, pool)
+        return pool
 
     # -- lifecycle ----------------------------------------------------------------
     async def open(self) -> None:
@@ -331,14 +335,16 @@ class AsyncClinicDB:
                     await conn.rollback()
             raise
         finally:
-            await server.pool.putconn(conn)
+            await self._put(server, conn)
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
             )
 
     async def _getconn(self, server: _AsyncServer, timeout: float) -> AConn:
         try:
-            return await server.pool.getconn(timeout=timeout)
+            conn = await server.pool.getconn(timeout=timeout)
+            self._owners[conn] = server.pool
+            return conn
         except PoolTimeout as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
@@ -401,6 +407,7 @@ class AsyncClinicDB:
         server = self.replicas[index]
         try:
             conn = await server.pool.getconn(timeout=self.config.replica_acquire_timeout)
+            self._owners[conn] = server.pool
         except PoolTimeout as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
@@ -421,7 +428,7 @@ class AsyncClinicDB:
         if wait_for is not None and not await self._wait_replay(conn, replay, wait_for):
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
-            await server.pool.putconn(conn)
+            await self._put(server, conn)
             return None
         return conn
 
@@ -437,11 +444,23 @@ class AsyncClinicDB:
             row = await cur.fetchone()
             replay = row[0] if row else None
 
+    async def _put(self, server: _AsyncServer, conn: AConn) -> None:
+        # Back to the pool it came from: a replica's pool may have been renewed meanwhile.
+        await self._owners.pop(conn, server.pool).putconn(conn)
+
+    async def _renew_pool(self, server: _AsyncServer) -> None:
+        """A fresh pool for a replica that came back: the old one may be stuck in its reconnect back-off."""
+        old, server.pool = server.pool, self._pool(server.name, server.url)
+        await server.pool.open(wait=False)
+        with contextlib.suppress(PoolTimeout):
+            await server.pool.wait(timeout=self.config.health_timeout)
+        await old.close(timeout=1.0)
+
     async def _release_failed(self, server: _AsyncServer, conn: AConn) -> None:
         if not conn.broken and not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
-        await server.pool.putconn(conn)
+        await self._put(server, conn)
 
     def _replica_failed(self, index: int, exc: BaseException) -> None:
         if self.router.record_failure(index, redacted_error(exc)):
@@ -520,7 +539,7 @@ class AsyncClinicDB:
                     self._replica_failed(index, RuntimeError(problem))
                     continue
                 if was_open:
-                    await server.pool.check()
+                    await self._renew_pool(server)
                     self.router.record_recovery(index)
                     logger.warning("clinicdb: replica %s is back", server.name)
                 assert found is not None

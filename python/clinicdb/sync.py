@@ -108,6 +108,7 @@ class ClinicDB:
         self._monitor_conns: dict[int, Conn | None] = {}
         self._primary_monitor: Conn | None = None
         self._opened = False
+        self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._prepared: weakref.WeakKeyDictionary[Conn, set[bytes]] = weakref.WeakKeyDictionary()
         if open:
             self.open()
@@ -122,6 +123,9 @@ class ClinicDB:
         return cls(primary, replicas, **kwargs)
 
     def _server(self, name: str, url: str) -> _Server:
+        return _Server(name, url, self._pool(name, url))
+
+    def _pool(self, name: str, url: str) -> ConnectionPool[Conn]:
         pool: ConnectionPool[Conn] = ConnectionPool(
             url,
             min_size=self.config.min_size,
@@ -132,7 +136,7 @@ class ClinicDB:
             open=False,
             name=f"clinicdb-{name}",
         )
-        return _Server(name, url, pool)
+        return pool
 
     # -- lifecycle ----------------------------------------------------------------
     def open(self) -> None:
@@ -350,14 +354,16 @@ class ClinicDB:
                     conn.rollback()
             raise
         finally:
-            server.pool.putconn(conn)
+            self._put(server, conn)
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
             )
 
     def _getconn(self, server: _Server, timeout: float) -> Conn:
         try:
-            return server.pool.getconn(timeout=timeout)
+            conn = server.pool.getconn(timeout=timeout)
+            self._owners[conn] = server.pool
+            return conn
         except PoolTimeout as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
@@ -421,6 +427,7 @@ class ClinicDB:
         server = self.replicas[index]
         try:
             conn = server.pool.getconn(timeout=self.config.replica_acquire_timeout)
+            self._owners[conn] = server.pool
         except PoolTimeout as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
@@ -441,7 +448,7 @@ class ClinicDB:
         if wait_for is not None and not self._wait_replay(conn, replay, wait_for):
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
-            server.pool.putconn(conn)
+            self._put(server, conn)
             return None
         return conn
 
@@ -456,11 +463,23 @@ class ClinicDB:
             row = conn.execute(_wire.REPLAY_LSN).fetchone()
             replay = row[0] if row else None
 
+    def _put(self, server: _Server, conn: Conn) -> None:
+        # Back to the pool it came from: a replica's pool may have been renewed meanwhile.
+        self._owners.pop(conn, server.pool).putconn(conn)
+
+    def _renew_pool(self, server: _Server) -> None:
+        """A fresh pool for a replica that came back: the old one may be stuck in its reconnect back-off."""
+        old, server.pool = server.pool, self._pool(server.name, server.url)
+        server.pool.open(wait=False)
+        with contextlib.suppress(PoolTimeout):
+            server.pool.wait(timeout=self.config.health_timeout)
+        old.close(timeout=1.0)
+
     def _release_failed(self, server: _Server, conn: Conn) -> None:
         if not conn.broken and not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
-        server.pool.putconn(conn)
+        self._put(server, conn)
 
     def _replica_failed(self, index: int, exc: BaseException) -> None:
         if self.router.record_failure(index, redacted_error(exc)):
@@ -534,7 +553,7 @@ class ClinicDB:
                     self._replica_failed(index, RuntimeError(problem))
                     continue
                 if was_open:
-                    server.pool.check()  # drop connections that died with the server before reads return
+                    self._renew_pool(server)
                     self.router.record_recovery(index)
                     logger.warning("clinicdb: replica %s is back", server.name)
                 assert found is not None
