@@ -1,13 +1,16 @@
-"""``clinicdb demo``: the story on the local servers, told in a few steps."""
+"""``clinicdb demo``: the story on the local servers, told through the driver."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import click
 import psycopg
 
+from clinicdb import ClinicDB, NoClinicScope
 from clinicdb.devcluster.bootstrap import APP_LOGIN, dev_cluster
+from clinicdb.settings import env
 
 from ._common import friendly_errors, print_table
 
@@ -16,70 +19,122 @@ DEMO_CLINICS = {
     uuid.UUID("0b9a5f4e-8a47-4c1e-9a57-1d3f0e7c2b11"): "Northside Family Practice",
     uuid.UUID("5d2e8c1a-3f64-4b7d-8e02-9c4a6b1f7d33"): "Harbor Pediatrics",
 }
-DEMO_PATIENTS = {
+DEMO_PATIENTS: dict[str, list[tuple[str, str, str, str | None]]] = {
     "Northside Family Practice": [("N-001", "Ada", "Lovelace", "111-22-3333"), ("N-002", "Alan", "Turing", None)],
     "Harbor Pediatrics": [("H-001", "Grace", "Hopper", "444-55-6666")],
 }
+INSERT = (
+    "insert into patients (mrn, given_name, family_name, ssn) values (%s, %s, %s, %s)"
+    " on conflict (clinic_id, mrn) do nothing"
+)
 
 
 def _step(text: str) -> None:
     click.echo(click.style(f"\n> {text}", bold=True))
 
 
-def seed(admin_url: str, app_url: str) -> None:
-    """Two demo clinics (as an operator) and their patients (as the app, one clinic at a time)."""
+def _server(in_recovery: bool) -> str:
+    return "replica" if in_recovery else "primary"
+
+
+def seed(admin_url: str, db: ClinicDB) -> None:
+    """Two demo clinics (as an operator) and their patients (through the driver, one clinic per transaction)."""
     with psycopg.connect(admin_url) as conn:
         for clinic_id, name in DEMO_CLINICS.items():
             conn.execute("select clinicdb.create_clinic(%s, %s)", (name, clinic_id))
-    with psycopg.connect(app_url) as conn:
-        for clinic_id, name in DEMO_CLINICS.items():
-            with conn.transaction():
-                conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic_id),))
-                for mrn, given, family, ssn in DEMO_PATIENTS[name]:
-                    conn.execute(
-                        "insert into patients (mrn, given_name, family_name, ssn) values (%s, %s, %s, %s)"
-                        " on conflict (clinic_id, mrn) do nothing",
-                        (mrn, given, family, ssn),
-                    )
+    for clinic_id, name in DEMO_CLINICS.items():
+        with db.write(clinic_id, user_id="demo-seed") as cur:
+            cur.executemany(INSERT, DEMO_PATIENTS[name])
+
+
+def _urls() -> tuple[str, str, list[str]]:
+    """Admin, app primary and app replica URLs: from the environment when set, else the dev cluster's."""
+    admin, app = env("CLINICDB_ADMIN_URL"), env("CLINICDB_DATABASE_URL")
+    if admin and app:
+        replicas = [u.strip() for u in (env("CLINICDB_REPLICA_URLS") or "").split(",") if u.strip()]
+        return admin, app, replicas
+    cluster = dev_cluster()
+    return cluster.url("primary"), cluster.url("primary", user=APP_LOGIN), cluster.replica_urls(user=APP_LOGIN)
 
 
 @click.command()
 @friendly_errors
 def demo() -> None:
-    """Seed two demo clinics and show that each sees only its own patients.
+    """Seed two demo clinics and show isolation, replica routing and read-your-writes through the driver.
 
-    Runs against the local servers of `clinicdb dev up`.
+    Runs against the local servers of `clinicdb dev up` (or CLINICDB_ADMIN_URL,
+    CLINICDB_DATABASE_URL and CLINICDB_REPLICA_URLS when all are set).
 
     Example:
 
         clinicdb dev up && clinicdb demo
     """
-    cluster = dev_cluster()
-    admin_url, app_url = cluster.url("primary"), cluster.url("primary", user=APP_LOGIN)
-    _step("Seeding two clinics and their patients (operator creates clinics; the app writes patients)")
-    seed(admin_url, app_url)
-    for clinic_id, name in DEMO_CLINICS.items():
-        click.echo(f"  {name}: {clinic_id}")
-
-    with psycopg.connect(app_url) as conn:
+    admin_url, app_url, replica_urls = _urls()
+    with ClinicDB(app_url, replica_urls) as db:
+        _step("Seeding two clinics (the operator) and their patients (the app, through clinicdb.ClinicDB)")
+        seed(admin_url, db)
         for clinic_id, name in DEMO_CLINICS.items():
-            _step(f"The app, scoped to {name}, runs: select mrn, given_name, family_name from patients")
-            with conn.transaction():
-                conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic_id),))
-                rows = conn.execute("select mrn, given_name, family_name from patients order by mrn").fetchall()
+            click.echo(f"  {name}: {clinic_id}")
+
+        for clinic_id, name in DEMO_CLINICS.items():
+            _step(f"db.read({name}): select mrn, given_name, family_name from patients")
+            with db.read(clinic_id) as cur:
+                rows = cur.execute("select mrn, given_name, family_name from patients order by mrn").fetchall()
+                where = cur.execute("select pg_is_in_recovery()").fetchone()
             print_table(["mrn", "given_name", "family_name"], rows)
+            served = _server(bool(where and where[0]))
+            why = " (this caller just wrote: until the replica replays that, reads stay on the primary)"
+            click.echo(f"  served by: {served}{why if served == 'primary' and replica_urls else ''}")
 
-        _step("The same query with no clinic set (a forgotten filter, a missing set_config)")
-        count = conn.execute("select count(*) from patients").fetchone()
-        click.echo(f"  rows visible: {count[0] if count else 0}  (fails closed)")
-        conn.rollback()
-
-        _step("A write with no clinic set")
+        _step("db.read() with no clinic given and no clinic_scope active")
         try:
-            conn.execute("insert into patients (mrn, given_name, family_name) values ('X', 'No', 'Clinic')")
-        except psycopg.Error as exc:
-            click.echo(f"  refused: {exc.diag.message_primary}")
-        conn.rollback()
+            with db.read():
+                pass
+        except NoClinicScope as exc:
+            click.echo(f"  refused by the driver, nothing sent: {str(exc).split(':')[0]}")
+
+        _step("The database itself, when an app connection forgets the clinic (a missing set_config)")
+        with psycopg.connect(app_url) as conn:
+            count = conn.execute("select count(*) from patients").fetchone()
+            click.echo(f"  rows visible: {count[0] if count else 0}  (fails closed)")
+            conn.rollback()
+            try:
+                conn.execute("insert into patients (mrn, given_name, family_name) values ('X', 'No', 'Clinic')")
+            except psycopg.Error as exc:
+                click.echo(f"  a write is refused: {exc.diag.message_primary}")
+            conn.rollback()
+
+        northside = next(iter(DEMO_CLINICS))
+        _step("Read-your-writes: db.write updates a phone number, the next db.read must see it")
+        phone = time.strftime("555-%H%M%S")
+        with db.write(northside, user_id="demo-frontdesk") as cur:
+            cur.execute("update patients set phone = %s where mrn = 'N-001'", (phone,))
+        token = db.last_write_token()
+        with db.read(northside) as cur:
+            row = cur.execute("select phone, pg_is_in_recovery() from patients where mrn = 'N-001'").fetchone()
+        assert row is not None
+        click.echo(f"  causal token {token}: read sees phone {row[0]} (wrote {phone}), served by {_server(row[1])}")
+        click.echo("  (a replica serves it only once it has replayed past the token; otherwise the primary does)")
+
+        if replica_urls:
+            _step("Replica routing: once the replica has replayed the write, reads go back to it")
+            deadline = time.monotonic() + 5
+            served = "primary"
+            while time.monotonic() < deadline:
+                with db.read(northside) as cur:
+                    row = cur.execute("select phone, pg_is_in_recovery() from patients where mrn = 'N-001'").fetchone()
+                assert row is not None
+                served = _server(row[1])
+                if served == "replica":
+                    break
+                time.sleep(0.2)
+            click.echo(f"  read sees phone {row[0]}, served by {served}")
+        metrics = db.metrics()
+        routes = metrics["routes"]
+        click.echo(
+            f"  db.metrics(): primary {routes['primary']['transactions']} transactions,"
+            f" replica {routes['replica']['transactions']}; failovers {metrics['failovers'] or 'none'}"
+        )
 
     with psycopg.connect(admin_url) as conn:
         findings = conn.execute("select count(*) from clinicdb.check_isolation()").fetchone()
