@@ -41,9 +41,9 @@ def statements(table: str, columns: Sequence[str]) -> tuple[sql.Composed, sql.Co
     target = table_identifier(table)
     cols = sql.SQL(", ").join(column_identifiers(columns))
     stage = sql.Identifier(STAGE)
-    create = sql.SQL("create temporary table {stage} on commit drop as select {cols} from {target} with no data").format(
-        stage=stage, cols=cols, target=target
-    )
+    create = sql.SQL(
+        "create temporary table {stage} on commit drop as select {cols} from {target} with no data"
+    ).format(stage=stage, cols=cols, target=target)
     copy = sql.SQL("copy {stage} ({cols}) from stdin").format(stage=stage, cols=cols)
     insert = sql.SQL("insert into {target} ({cols}) select {cols} from {stage}").format(
         target=target, cols=cols, stage=stage

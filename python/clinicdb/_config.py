@@ -75,7 +75,10 @@ class DriverConfig:
 
     def __post_init__(self) -> None:
         if self.min_size < 0 or self.max_size < max(1, self.min_size):
-            raise ValueError(f"pool sizes must satisfy 0 <= min_size <= max_size, max_size >= 1 (got {self.min_size}, {self.max_size})")
+            raise ValueError(
+                f"pool sizes must satisfy 0 <= min_size <= max_size and max_size >= 1"
+                f" (got {self.min_size}, {self.max_size})"
+            )
         if self.retry_attempts < 1:
             raise ValueError("retry_attempts counts the first try too: it must be at least 1")
         for name in ("acquire_timeout", "replica_acquire_timeout", "replica_check_interval", "health_timeout"):

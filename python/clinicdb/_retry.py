@@ -44,4 +44,4 @@ def retryable(exc: BaseException, *, read: bool) -> bool:
 def delay(attempt: int, *, base: float, cap: float, rand: random.Random | None = None) -> float:
     """Seconds to sleep before retry number ``attempt`` (1-based): full jitter over a capped exponential."""
     ceiling = min(cap, base * 2 ** (attempt - 1))
-    return (rand or random).uniform(0, ceiling)  # noqa: S311 - jitter, not security
+    return (rand or random).uniform(0, ceiling)

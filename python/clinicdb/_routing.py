@@ -78,7 +78,7 @@ class Router:
         self.primary_lsn: int | None = None
         self._next = 0
         self._lock = threading.Lock()
-        self._rand = random.Random()
+        self._rand = random.Random()  # noqa: S311 - jitter, not security
 
     # -- decisions ----------------------------------------------------------------
     def fit(self, state: ReplicaState, now: float) -> bool:

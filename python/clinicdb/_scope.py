@@ -41,7 +41,10 @@ class Scope:
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(self.settings)) or "none"
-        return f"Scope(clinic_id={self.clinic_id}, user_id={self.user_id!r}, request_id={self.request_id!r}, settings=[{names}])"
+        return (
+            f"Scope(clinic_id={self.clinic_id}, user_id={self.user_id!r},"
+            f" request_id={self.request_id!r}, settings=[{names}])"
+        )
 
 
 _current: ContextVar[Scope | None] = ContextVar("clinicdb_scope", default=None)

@@ -59,7 +59,7 @@ def opening_name(extra: int) -> bytes:
 
 @lru_cache(maxsize=64)
 def opening_query(extra: int) -> bytes:
-    """``select set_config($1, $2, true), ...`` for the fixed settings plus ``extra`` named ones, then the replay LSN."""
+    """``select set_config($1, $2, true), ...``: fixed settings, ``extra`` named ones, then the replay LSN."""
     calls = [f"set_config('{name}', ${i}, true)" for i, name in enumerate(_FIXED, start=1)]
     n = len(_FIXED)
     for k in range(extra):
@@ -68,7 +68,9 @@ def opening_query(extra: int) -> bytes:
     return ("select " + ", ".join(calls)).encode()
 
 
-def opening_params(scope: Scope, *, statement_timeout_ms: int, idle_timeout_ms: int, encoding: str) -> list[bytes | None]:
+def opening_params(
+    scope: Scope, *, statement_timeout_ms: int, idle_timeout_ms: int, encoding: str
+) -> list[bytes | None]:
     """The parameters of ``opening_query(len(scope.settings))``, as text bytes."""
     values = [
         str(scope.clinic_id),

@@ -106,7 +106,7 @@ class AsyncClinicDB:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncClinicDB:
-        """From ``CLINICDB_DATABASE_URL`` and ``CLINICDB_REPLICA_URLS`` plus ``CLINICDB_*`` settings (then ``await open()``)."""
+        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` and ``CLINICDB_*`` settings; then ``open()``."""
         primary = env("CLINICDB_DATABASE_URL")
         if not primary:
             raise ValueError('CLINICDB_DATABASE_URL is not set: export it, or run eval "$(clinicdb dev env)"')
@@ -239,7 +239,9 @@ class AsyncClinicDB:
                 if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=True):
                     raise
                 self._metrics.retry("read")
-                await asyncio.sleep(_retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff))
+                await asyncio.sleep(
+                    _retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff)
+                )
                 attempt += 1
 
     async def run_write(
@@ -266,7 +268,9 @@ class AsyncClinicDB:
                 if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=False):
                     raise
                 self._metrics.retry("write")
-                await asyncio.sleep(_retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff))
+                await asyncio.sleep(
+                    _retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff)
+                )
                 attempt += 1
 
     async def copy_rows(

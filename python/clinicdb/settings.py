@@ -86,7 +86,9 @@ SETTINGS: tuple[Setting, ...] = (
         "0",
         "Driver: how long a read with a causal token may wait for a replica to replay it (0: go to the primary).",
     ),
-    Setting("CLINICDB_BREAKER_BACKOFF_MS", "1000", "Driver: first back-off after a replica fails; doubles per failure."),
+    Setting(
+        "CLINICDB_BREAKER_BACKOFF_MS", "1000", "Driver: first back-off after a replica fails; doubles per failure."
+    ),
     Setting("CLINICDB_BREAKER_MAX_BACKOFF_MS", "30000", "Driver: cap of the replica back-off."),
     Setting("CLINICDB_RETRY_ATTEMPTS", "5", "Driver: run_read/run_write attempts in all, the first included."),
     Setting("CLINICDB_RETRY_BACKOFF_MS", "20", "Driver: base of the jittered exponential back-off between attempts."),

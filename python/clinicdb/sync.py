@@ -64,7 +64,7 @@ class ClinicDB:
 
         db = ClinicDB.from_env()          # CLINICDB_DATABASE_URL, CLINICDB_REPLICA_URLS
         with db.write(clinic_id, user_id="dr-lee") as cur:
-            cur.execute("insert into patients (mrn, given_name, family_name) values (%s, %s, %s)", ("N-9", "Ann", "Lee"))
+            cur.execute("insert into patients (mrn, given_name, family_name) values ('N-9', 'Ann', 'Lee')")
         with db.read(clinic_id) as cur:   # a replica that has replayed the write, else the primary
             cur.execute("select * from patients where mrn = %s", ("N-9",))
 
@@ -115,7 +115,7 @@ class ClinicDB:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ClinicDB:
-        """From ``CLINICDB_DATABASE_URL`` and ``CLINICDB_REPLICA_URLS`` (comma-separated) plus ``CLINICDB_*`` settings."""
+        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` (comma-separated) and ``CLINICDB_*`` settings."""
         primary = env("CLINICDB_DATABASE_URL")
         if not primary:
             raise ValueError('CLINICDB_DATABASE_URL is not set: export it, or run eval "$(clinicdb dev env)"')
@@ -246,7 +246,9 @@ class ClinicDB:
         attempt = 1
         while True:
             try:
-                with self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory) as c:
+                with self._transaction(
+                    scope, read=True, token=token, isolation=isolation, row_factory=row_factory
+                ) as c:
                     return fn(c)
             except Exception as exc:
                 if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=True):
@@ -276,7 +278,9 @@ class ClinicDB:
         attempt = 1
         while True:
             try:
-                with self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory) as c:
+                with self._transaction(
+                    scope, read=False, token=None, isolation=isolation, row_factory=row_factory
+                ) as c:
                     return fn(c)
             except Exception as exc:
                 if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=False):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from clinicdb_cli.main import cli
 
 from clinicdb.devcluster.testing import ServerSet
-from clinicdb_cli.main import cli
 
 
 def _env(servers: ServerSet) -> dict[str, str]:

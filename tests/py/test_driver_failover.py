@@ -15,10 +15,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from driver_facade import AsyncFacade
 
 from clinicdb import AsyncClinicDB, ClinicDB
 from clinicdb.devcluster.testing import ServerSet, throwaway_servers
+from driver_facade import AsyncFacade
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,9 @@ class Clock:
 
 
 def _router(clock: Clock, n: int = 2) -> Router:
-    router = Router([f"r{i}" for i in range(n)], max_lag=1000, check_interval=0.5, backoff=1.0, max_backoff=8.0, clock=clock)
+    router = Router(
+        [f"r{i}" for i in range(n)], max_lag=1000, check_interval=0.5, backoff=1.0, max_backoff=8.0, clock=clock
+    )
     router.observe_primary(10_000)
     for i in range(n):
         router.observe_replay(i, 10_000, measured=True)
