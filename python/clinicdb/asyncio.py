@@ -286,13 +286,18 @@ class AsyncClinicDB:
     ) -> int:
         """Bulk load for one clinic: COPY to a temp table, one INSERT ... SELECT; see ``ClinicDB.copy_rows``."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        create, copy_sql, insert = _bulk.statements(table, columns)
+        _bulk.table_identifier(table)
+        _bulk.column_identifiers(columns)
         async with self._transaction(scope, read=False, token=None, isolation=None, row_factory=None) as cur:
+            cur2 = await cur.execute(_bulk.HAS_CLINIC_ID, (table,))
+            has = await cur2.fetchone()
+            fill = bool(has and has[0]) and "clinic_id" not in columns
+            create, copy_sql, insert = _bulk.statements(table, columns, fill_clinic_id=fill)
             await cur.execute(create)
             async with cur.copy(copy_sql) as copy:
                 for row in rows:
                     await copy.write_row(row)
-            await cur.execute(insert)
+            await cur.execute(insert, (scope.clinic_id,) if fill else None)
             return cur.rowcount
 
     def last_write_token(self) -> CausalToken | None:

@@ -305,13 +305,17 @@ class ClinicDB:
         Policies and triggers apply as to any insert. Returns the number of rows inserted. Not retried.
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        create, copy_sql, insert = _bulk.statements(table, columns)
+        _bulk.table_identifier(table)
+        _bulk.column_identifiers(columns)
         with self._transaction(scope, read=False, token=None, isolation=None, row_factory=None) as cur:
+            has = cur.execute(_bulk.HAS_CLINIC_ID, (table,)).fetchone()
+            fill = bool(has and has[0]) and "clinic_id" not in columns
+            create, copy_sql, insert = _bulk.statements(table, columns, fill_clinic_id=fill)
             cur.execute(create)
             with cur.copy(copy_sql) as copy:
                 for row in rows:
                     copy.write_row(row)
-            cur.execute(insert)
+            cur.execute(insert, (scope.clinic_id,) if fill else None)
             return cur.rowcount
 
     def last_write_token(self) -> CausalToken | None:
