@@ -179,8 +179,7 @@ class AsyncClinicDB:
             raise
 
     # -- scoped transactions ------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def read(
+    def read(
         self,
         clinic_id: Any = None,
         *,
@@ -190,15 +189,13 @@ class AsyncClinicDB:
         after: CausalToken | None = None,
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
-    ) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
         """A read-only transaction for one clinic on a fit replica (or the primary); see ``ClinicDB.read``."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         token = self._read_token(after)
-        async with self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory) as c:
-            yield c
+        return self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory)
 
-    @contextlib.asynccontextmanager
-    async def write(
+    def write(
         self,
         clinic_id: Any = None,
         *,
@@ -207,11 +204,10 @@ class AsyncClinicDB:
         settings: Mapping[str, str] | None = None,
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
-    ) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
         """A transaction for one clinic on the primary; see ``ClinicDB.write``."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        async with self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory) as c:
-            yield c
+        return self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
 
     async def run_read(
         self,

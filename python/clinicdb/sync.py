@@ -185,7 +185,6 @@ class ClinicDB:
             raise
 
     # -- scoped transactions ------------------------------------------------------
-    @contextlib.contextmanager
     def read(
         self,
         clinic_id: Any = None,
@@ -196,7 +195,7 @@ class ClinicDB:
         after: CausalToken | None = None,
         isolation: str | None = None,
         row_factory: RowFactory[Any] | None = None,
-    ) -> Iterator[psycopg.Cursor[Any]]:
+    ) -> contextlib.AbstractContextManager[psycopg.Cursor[Any]]:
         """A read-only transaction for one clinic, on a fit replica (or the primary); yields a cursor.
 
         ``after`` (and, with read-your-writes on, this caller's last write)
@@ -205,10 +204,8 @@ class ClinicDB:
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         token = self._read_token(after)
-        with self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory) as cur:
-            yield cur
+        return self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory)
 
-    @contextlib.contextmanager
     def write(
         self,
         clinic_id: Any = None,
@@ -218,15 +215,14 @@ class ClinicDB:
         settings: Mapping[str, str] | None = None,
         isolation: str | None = None,
         row_factory: RowFactory[Any] | None = None,
-    ) -> Iterator[psycopg.Cursor[Any]]:
+    ) -> contextlib.AbstractContextManager[psycopg.Cursor[Any]]:
         """A transaction for one clinic on the primary; yields a cursor, commits when the block ends.
 
         After it, ``last_write_token()`` is the causal token of this commit.
         Not retried: use ``run_write`` for that.
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        with self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory) as cur:
-            yield cur
+        return self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
 
     def run_read(
         self,
