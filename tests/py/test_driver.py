@@ -440,12 +440,16 @@ def test_logins_that_bypass_rls_are_refused(admin: psycopg.Connection, servers: 
         admin.execute(f"create role {login}_grp bypassrls")
         admin.execute(f"create role {login} login in role clinicdb_app, {login}_grp")
     url = servers.login_url(login)
-    with pytest.raises(UnsafeLogin, match=r"row level security|superuser"):
-        ClinicDB(url)
-    with pytest.raises(UnsafeLogin):
-        import asyncio
+    try:
+        with pytest.raises(UnsafeLogin, match=r"row level security|superuser"):
+            ClinicDB(url)
+        with pytest.raises(UnsafeLogin):
+            import asyncio
 
-        asyncio.run(AsyncClinicDB(url).open())
+            asyncio.run(AsyncClinicDB(url).open())
+    finally:  # leave no unsafe role behind: clinicdb check would rightly report it
+        admin.execute(f"drop role {login}")
+        admin.execute(f"drop role if exists {login}_grp")
 
 
 def test_unsafe_login_opt_out_is_explicit_and_loud(servers: ServerSet, caplog: pytest.LogCaptureFixture) -> None:
