@@ -1,0 +1,134 @@
+"""Small pieces both drivers share: the prepared opening, pool options, messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from clinicdb import _wire
+from clinicdb._config import DriverConfig
+from clinicdb._scope import Scope
+from clinicdb.errors import TransactionAborted
+
+ROUTE_PRIMARY = "primary"
+ROUTE_REPLICA = "replica"
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The one flight that starts a transaction: BEGIN plus the set_config select with its parameters.
+
+    With prepared statements on (``prepare_threshold`` not None) the select is
+    prepared once per connection, in the flight of its first use, and run by
+    name afterwards; with them off (pgbouncer before 1.21) it is sent unnamed.
+    """
+
+    begin: bytes
+    params: list[bytes | None]
+    extra: int
+    prepared: bool
+
+    def commands(self, *, prepare: bool) -> list[_wire.Command]:
+        """The flight; ``prepare`` when this connection has not prepared this opening yet."""
+        if not self.prepared:
+            return [(b"q", self.begin, None), (b"q", _wire.opening_query(self.extra), self.params)]
+        name = _wire.opening_name(self.extra)
+        head: list[_wire.Command] = [(b"q", self.begin, None)]
+        if prepare:
+            head.append((b"p", name, _wire.opening_query(self.extra)))
+        return [*head, (b"e", name, self.params)]
+
+    @property
+    def name(self) -> bytes:
+        return _wire.opening_name(self.extra)
+
+    @classmethod
+    def build(cls, scope: Scope, config: DriverConfig, *, read: bool, isolation: str | None) -> Opening:
+        params = _wire.opening_params(
+            scope,
+            statement_timeout_ms=config.statement_timeout_ms,
+            idle_timeout_ms=config.idle_in_transaction_timeout_ms,
+            encoding="utf-8",
+        )
+        begin = _wire.begin_command(read_only=read, isolation=isolation)
+        return cls(begin, params, len(scope.settings), config.prepare_threshold is not None)
+
+
+def sync_prepared(prepared: set[bytes], opening: Opening, exc: BaseException) -> None:
+    """Correct what we believe is prepared on a connection after the server disagreed."""
+    if isinstance(exc, psycopg.errors.DuplicatePreparedStatement):
+        prepared.add(opening.name)
+    else:
+        prepared.clear()
+
+
+def lsn_column(opening: Opening) -> int:
+    """Index of ``pg_last_wal_replay_lsn()`` in the opening select."""
+    return 5 + opening.extra
+
+
+def pool_kwargs(config: DriverConfig) -> dict[str, Any]:
+    """Connection options for every pooled connection."""
+    return {
+        "autocommit": False,
+        "prepare_threshold": config.prepare_threshold,
+        "connect_timeout": max(1, round(config.health_timeout)),
+        "client_encoding": "utf-8",
+    }
+
+
+def primary_reopen_attempts(config: DriverConfig) -> int:
+    """How many pooled connections to try when the first ones turn out dead (at most the pool size, at most 3)."""
+    return max(1, min(3, config.max_size))
+
+
+def check_urls(primary_url: str, replica_urls: Sequence[str]) -> None:
+    if not isinstance(primary_url, str) or not primary_url.strip():
+        raise ValueError("primary_url must be a libpq URL such as postgresql://clinicdb_app_user@host/clinicdb")
+    if isinstance(replica_urls, str):
+        raise ValueError("replica_urls must be a list of URLs, not one string")
+    for url in replica_urls:
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError("replica_urls must hold non-empty libpq URLs")
+
+
+def replica_names(replica_urls: Sequence[str]) -> list[str]:
+    return [f"replica{i}" for i in range(1, len(replica_urls) + 1)]
+
+
+def exhausted_message(server: str, stats: Mapping[str, int], timeout: float) -> str:
+    size, most = stats.get("pool_size", 0), stats.get("pool_max", 0)
+    idle, waiting = stats.get("pool_available", 0), stats.get("requests_waiting", 0)
+    if size == 0:
+        why = "the pool could not open any connection (is the server up? see db.health())"
+    else:
+        why = "every connection is busy; raise CLINICDB_POOL_MAX_SIZE or keep transactions shorter"
+    return (
+        f"no connection from the {server} pool within {timeout:.2f}s: {size} open of max {most},"
+        f" {idle} idle, {waiting} other requests waiting; {why}"
+    )
+
+
+def redacted_error(exc: BaseException) -> str:
+    """The first line of an error, short; psycopg's connection errors name host and port, never passwords."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def monitor_row_problem(row: tuple[Any, ...] | None) -> str | None:
+    """Why a replica's ``(replay lsn, in recovery)`` row disqualifies it, or None."""
+    if row is None or row[0] is None:
+        return "no replay position (not a streaming replica?)"
+    if row[1] is not True:
+        return "not in recovery (promoted?): refusing to route reads to it as a replica"
+    return None
+
+
+def aborted_error() -> TransactionAborted:
+    return TransactionAborted(
+        "a statement failed inside the block and the error was caught: the transaction was rolled back,"
+        " nothing in it was committed"
+    )

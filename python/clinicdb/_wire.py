@@ -1,0 +1,137 @@
+"""The two messages the driver adds to a transaction, and how they travel.
+
+Opening: psycopg would send ``BEGIN`` on its own and wait for it. The driver
+sends ``BEGIN`` *and* one ``select set_config($1, ..., true), ...`` with
+server-side parameters in a single libpq pipeline flight (Parse/Bind/Execute
+twice, one Sync), so setting the clinic costs no round trip beyond the BEGIN
+psycopg would have waited for anyway. The same flight reads the replica's
+replay position for free (``pg_last_wal_replay_lsn()`` is NULL on a primary).
+
+Closing a write: ``COMMIT`` and ``select pg_current_wal_insert_lsn()`` travel
+together, so the causal token costs no round trip either.
+
+The generators here are shared by the sync and async drivers: each runs them
+with its connection's ``wait()`` (see docs/driver.md for the measurements that
+chose this form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+from psycopg import errors as e
+from psycopg import pq
+from psycopg.abc import PQGen
+from psycopg.waiting import Ready, Wait
+
+from clinicdb._scope import Scope
+
+# (b"q", sql, params): an unnamed statement; (b"p", name, sql): prepare; (b"e", name, params): run a prepared one.
+Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None]
+
+_FIXED = ("app.clinic_id", "app.user_id", "app.request_id", "statement_timeout", "idle_in_transaction_session_timeout")
+COMMIT_WITH_TOKEN: list[Command] = [(b"q", b"commit", None), (b"q", b"select pg_current_wal_insert_lsn()::text", None)]
+REPLAY_LSN = b"select pg_last_wal_replay_lsn()::text"
+
+_ISOLATION = {
+    None: b"",
+    "read committed": b" isolation level read committed",
+    "repeatable read": b" isolation level repeatable read",
+    "serializable": b" isolation level serializable",
+}
+
+
+def begin_command(*, read_only: bool, isolation: str | None) -> bytes:
+    """``begin [isolation level ...] [read only]``; ValueError on an unknown level."""
+    try:
+        level = _ISOLATION[isolation.lower() if isolation else None]
+    except KeyError:
+        raise ValueError(f"isolation must be one of {', '.join(k for k in _ISOLATION if k)}, or None") from None
+    return b"begin" + level + (b" read only" if read_only else b"")
+
+
+@lru_cache(maxsize=64)
+def opening_name(extra: int) -> bytes:
+    """The prepared statement name of ``opening_query(extra)`` on each connection."""
+    return f"clinicdb_open_{extra}".encode()
+
+
+@lru_cache(maxsize=64)
+def opening_query(extra: int) -> bytes:
+    """``select set_config($1, $2, true), ...``: fixed settings, ``extra`` named ones, then the replay LSN."""
+    calls = [f"set_config('{name}', ${i}, true)" for i, name in enumerate(_FIXED, start=1)]
+    n = len(_FIXED)
+    for k in range(extra):
+        calls.append(f"set_config(${n + 2 * k + 1}, ${n + 2 * k + 2}, true)")
+    calls.append("pg_last_wal_replay_lsn()::text")
+    return ("select " + ", ".join(calls)).encode()
+
+
+def opening_params(
+    scope: Scope, *, statement_timeout_ms: int, idle_timeout_ms: int, encoding: str
+) -> list[bytes | None]:
+    """The parameters of ``opening_query(len(scope.settings))``, as text bytes."""
+    values = [
+        str(scope.clinic_id),
+        scope.user_id or "",
+        scope.request_id or "",
+        str(int(statement_timeout_ms)),
+        str(int(idle_timeout_ms)),
+    ]
+    for name, value in scope.settings.items():
+        values += [name, value]
+    return [v.encode(encoding) for v in values]
+
+
+def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) -> PQGen[list[pq.abc.PGresult]]:
+    """Send ``commands`` in one pipeline (one Sync) and return one result per command.
+
+    Raises the first error the server returned (after draining the pipeline,
+    so the connection stays usable); connection loss raises OperationalError.
+    """
+    pgconn.enter_pipeline_mode()
+    try:
+        for op, first, second in commands:
+            if op == b"p":
+                assert isinstance(second, bytes)
+                pgconn.send_prepare(first, second)
+            elif op == b"e":
+                assert not isinstance(second, bytes)
+                pgconn.send_query_prepared(first, second)
+            else:
+                assert not isinstance(second, bytes)
+                pgconn.send_query_params(first, second)
+        pgconn.pipeline_sync()
+        while pgconn.flush() != 0:
+            ready = yield Wait.RW
+            if ready & Ready.R:
+                pgconn.consume_input()
+        results: list[pq.abc.PGresult] = []
+        while True:
+            while pgconn.is_busy():
+                yield Wait.R
+                pgconn.consume_input()
+            res = pgconn.get_result()
+            if res is None:
+                if pgconn.status != pq.ConnStatus.OK:
+                    raise e.OperationalError(f"connection lost: {pgconn.get_error_message(encoding)}")
+                continue
+            if res.status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            results.append(res)
+    finally:
+        if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            pgconn.exit_pipeline_mode()
+    for res in results:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            raise e.error_from_result(res, encoding=encoding)
+    if len(results) != len(commands):
+        raise e.OperationalError(f"expected {len(commands)} results in the pipeline, got {len(results)}")
+    return results
+
+
+def text_value(res: pq.abc.PGresult, column: int) -> str | None:
+    """One text cell of the first row."""
+    raw = res.get_value(0, column)
+    return None if raw is None else bytes(raw).decode()

@@ -1,0 +1,579 @@
+"""``AsyncClinicDB``: the driver over psycopg's ``AsyncConnectionPool`` (asyncio).
+
+The same behaviour as ``ClinicDB`` (sync.py): validation, the opening and
+closing flights, routing, retries and metrics come from the same shared
+modules; only the waiting differs. Keep the two files in step: the test suite
+runs every driver test against both (tests/py/test_driver.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import AsyncRowFactory
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from clinicdb import _bulk, _login, _retry, _wire
+from clinicdb._common import (
+    ROUTE_PRIMARY,
+    ROUTE_REPLICA,
+    Opening,
+    aborted_error,
+    check_urls,
+    exhausted_message,
+    lsn_column,
+    monitor_row_problem,
+    pool_kwargs,
+    primary_reopen_attempts,
+    redacted_error,
+    replica_names,
+    sync_prepared,
+)
+from clinicdb._config import DriverConfig
+from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
+from clinicdb._scope import Scope, resolve
+from clinicdb._tokens import CausalToken, later, parse_lsn
+from clinicdb.errors import CommitOutcomeUnknown, PoolExhausted, UnsafeLogin
+from clinicdb.health import acheck_server, describe_url, summarize
+from clinicdb.metrics import Metrics
+from clinicdb.settings import env
+
+logger = logging.getLogger("clinicdb.driver")
+T = TypeVar("T")
+AConn = psycopg.AsyncConnection[Any]
+
+
+class _AsyncServer:
+    def __init__(self, name: str, url: str, pool: AsyncConnectionPool[AConn]) -> None:
+        self.name, self.url, self.pool = name, url, pool
+
+
+class AsyncClinicDB:
+    """``ClinicDB`` for asyncio: the same methods, awaited.
+
+    Example::
+
+        async with AsyncClinicDB.from_env() as db:
+            async with db.read(clinic_id) as cur:
+                await cur.execute("select count(*) from patients")
+    """
+
+    def __init__(
+        self,
+        primary_url: str,
+        replica_urls: Sequence[str] = (),
+        *,
+        config: DriverConfig | None = None,
+        unsafe_allow_rls_bypass_login: bool = False,
+        **settings: Any,
+    ) -> None:
+        check_urls(primary_url, replica_urls)
+        if config is not None and settings:
+            raise TypeError("pass either config= or individual settings, not both")
+        self.config = DriverConfig.from_env(**settings) if config is None else config
+        cfg = self.config
+        self._allow_bypass = unsafe_allow_rls_bypass_login
+        self._refusal: UnsafeLogin | None = None
+        self.primary = self._server("primary", primary_url)
+        self.replicas = [self._server(n, u) for n, u in zip(replica_names(replica_urls), replica_urls, strict=True)]
+        self.router = Router(
+            [r.name for r in self.replicas],
+            max_lag=cfg.max_replica_lag,
+            check_interval=cfg.replica_check_interval,
+            backoff=cfg.breaker_backoff,
+            max_backoff=cfg.breaker_max_backoff,
+        )
+        self._metrics = Metrics(cfg.slow_transaction)
+        self._token: ContextVar[CausalToken | None] = ContextVar(f"clinicdb_atoken_{id(self)}", default=None)
+        self._health: dict[str, Any] | None = None
+        self._health_at = 0.0
+        self._health_lock = asyncio.Lock()
+        self._monitor: asyncio.Task[None] | None = None
+        self._monitor_conns: dict[int, AConn | None] = {}
+        self._primary_monitor: AConn | None = None
+        self._opened = False
+        self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._prepared: weakref.WeakKeyDictionary[AConn, set[bytes]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> AsyncClinicDB:
+        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` and ``CLINICDB_*`` settings; then ``open()``."""
+        primary = env("CLINICDB_DATABASE_URL")
+        if not primary:
+            raise ValueError('CLINICDB_DATABASE_URL is not set: export it, or run eval "$(clinicdb dev env)"')
+        replicas = [u.strip() for u in (env("CLINICDB_REPLICA_URLS") or "").split(",") if u.strip()]
+        return cls(primary, replicas, **kwargs)
+
+    def _server(self, name: str, url: str) -> _AsyncServer:
+        return _AsyncServer(name, url, self._pool(name, url))
+
+    def _pool(self, name: str, url: str) -> AsyncConnectionPool[AConn]:
+        pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
+            url,
+            min_size=self.config.min_size,
+            max_size=self.config.max_size,
+            timeout=self.config.acquire_timeout,
+            kwargs=pool_kwargs(self.config),
+            configure=self._configure,
+            open=False,
+            name=f"clinicdb-async-{name}",
+        )
+        return pool
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def open(self) -> None:
+        """Check the login, open the pools, measure the replicas once, start the background check."""
+        if self._opened:
+            return
+        timeout = max(1, round(self.config.health_timeout))
+        conn = await psycopg.AsyncConnection.connect(self.primary.url, connect_timeout=timeout)
+        async with conn:
+            await self._configure(conn)
+        for server in (self.primary, *self.replicas):
+            await server.pool.open(wait=False)
+        self._opened = True
+        await self._check_replicas()
+        if self.replicas:
+            self._monitor = asyncio.create_task(self._monitor_loop(), name="clinicdb-replica-check")
+
+    async def close(self) -> None:
+        """Stop the background check and close every pool (idempotent)."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
+        for conn in (*self._monitor_conns.values(), self._primary_monitor):
+            if conn is not None:
+                await conn.close()
+        self._monitor_conns.clear()
+        self._primary_monitor = None
+        for server in (self.primary, *self.replicas):
+            await server.pool.close()
+        self._opened = False
+
+    async def __aenter__(self) -> AsyncClinicDB:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _configure(self, conn: AConn) -> None:
+        cur = await conn.execute(_login.BYPASS_SQL)
+        row = await cur.fetchone()
+        await conn.rollback()
+        try:
+            _login.judge(row, server=describe_url(conn.info.dsn), allow=self._allow_bypass)
+        except UnsafeLogin as exc:
+            self._refusal = exc
+            raise
+
+    # -- scoped transactions ------------------------------------------------------
+    def read(
+        self,
+        clinic_id: Any = None,
+        *,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        settings: Mapping[str, str] | None = None,
+        after: CausalToken | None = None,
+        isolation: str | None = None,
+        row_factory: AsyncRowFactory[Any] | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
+        """A read-only transaction for one clinic on a fit replica (or the primary); see ``ClinicDB.read``."""
+        scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+        token = self._read_token(after)
+        return self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory)
+
+    def write(
+        self,
+        clinic_id: Any = None,
+        *,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        settings: Mapping[str, str] | None = None,
+        isolation: str | None = None,
+        row_factory: AsyncRowFactory[Any] | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
+        """A transaction for one clinic on the primary; see ``ClinicDB.write``."""
+        scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+        return self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
+
+    async def run_read(
+        self,
+        fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]],
+        clinic_id: Any = None,
+        *,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        settings: Mapping[str, str] | None = None,
+        after: CausalToken | None = None,
+        isolation: str | None = None,
+        row_factory: AsyncRowFactory[Any] | None = None,
+    ) -> T:
+        """``await fn(cursor)`` in a read transaction, retried like ``ClinicDB.run_read``."""
+        scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+        token = self._read_token(after)
+        attempt = 1
+        while True:
+            try:
+                async with self._transaction(
+                    scope, read=True, token=token, isolation=isolation, row_factory=row_factory
+                ) as c:
+                    return await fn(c)
+            except Exception as exc:
+                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=True):
+                    raise
+                self._metrics.retry("read")
+                await asyncio.sleep(
+                    _retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff)
+                )
+                attempt += 1
+
+    async def run_write(
+        self,
+        fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]],
+        clinic_id: Any = None,
+        *,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        settings: Mapping[str, str] | None = None,
+        isolation: str | None = None,
+        row_factory: AsyncRowFactory[Any] | None = None,
+    ) -> T:
+        """``await fn(cursor)`` in a write transaction, retried like ``ClinicDB.run_write``."""
+        scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+        attempt = 1
+        while True:
+            try:
+                async with self._transaction(
+                    scope, read=False, token=None, isolation=isolation, row_factory=row_factory
+                ) as c:
+                    return await fn(c)
+            except Exception as exc:
+                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=False):
+                    raise
+                self._metrics.retry("write")
+                await asyncio.sleep(
+                    _retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff)
+                )
+                attempt += 1
+
+    async def copy_rows(
+        self,
+        clinic_id: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        user_id: str | None = None,
+        request_id: str | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> int:
+        """Bulk load for one clinic: COPY to a temp table, one INSERT ... SELECT; see ``ClinicDB.copy_rows``."""
+        scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+        _bulk.table_identifier(table)
+        _bulk.column_identifiers(columns)
+        async with self._transaction(scope, read=False, token=None, isolation=None, row_factory=None) as cur:
+            cur2 = await cur.execute(_bulk.HAS_CLINIC_ID, (table,))
+            has = await cur2.fetchone()
+            fill = bool(has and has[0]) and "clinic_id" not in columns
+            create, copy_sql, insert = _bulk.statements(table, columns, fill_clinic_id=fill)
+            await cur.execute(create)
+            async with cur.copy(copy_sql) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+            await cur.execute(insert, (scope.clinic_id,) if fill else None)
+            return cur.rowcount
+
+    def last_write_token(self) -> CausalToken | None:
+        """The causal token of this caller's (task's) latest write through this object."""
+        return self._token.get()
+
+    def _read_token(self, after: CausalToken | None) -> CausalToken | None:
+        if after is not None and not isinstance(after, CausalToken):
+            raise ValueError(f"after must be a CausalToken (from last_write_token()), got {type(after).__name__}")
+        return later(after, self._token.get() if self.config.read_your_writes else None)
+
+    # -- the transaction ----------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _transaction(
+        self,
+        scope: Scope,
+        *,
+        read: bool,
+        token: CausalToken | None,
+        isolation: str | None,
+        row_factory: AsyncRowFactory[Any] | None,
+    ) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+        opening = Opening.build(scope, self.config, read=read, isolation=isolation)
+        started = time.perf_counter()
+        if read:
+            conn, server, route = await self._begin(opening, token)
+        else:
+            conn, server, route = await self._open_primary(opening), self.primary, ROUTE_PRIMARY
+        ok = False
+        try:
+            cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
+            async with cur:
+                yield cur
+            if read:
+                await self._commit_read(conn)
+            else:
+                await self._commit_write(conn)
+            ok = True
+        except BaseException as exc:
+            if route == ROUTE_REPLICA and _retry.connection_lost(exc):
+                self._replica_failed(self.replicas.index(server), exc)
+            if not conn.broken and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()
+            raise
+        finally:
+            await self._put(server, conn)
+            self._metrics.transaction(
+                route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
+            )
+
+    async def _getconn(self, server: _AsyncServer, timeout: float) -> AConn:
+        try:
+            conn = await server.pool.getconn(timeout=timeout)
+            self._owners[conn] = server.pool
+            return conn
+        except PoolTimeout as exc:
+            if self._refusal is not None:
+                raise self._refusal from exc
+            raise PoolExhausted(exhausted_message(server.name, server.pool.get_stats(), timeout)) from exc
+
+    async def _send_opening(self, conn: AConn, opening: Opening) -> list[pq.abc.PGresult]:
+        prepared = self._prepared.setdefault(conn, set())
+        for attempt in (1, 2):
+            need = opening.prepared and opening.name not in prepared
+            try:
+                async with conn.lock:
+                    commands = opening.commands(prepare=need)
+                    results = await conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
+            except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement) as exc:
+                await conn.rollback()
+                if attempt == 2:
+                    raise
+                sync_prepared(prepared, opening, exc)
+                continue
+            if need:
+                prepared.add(opening.name)
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _open_primary(self, opening: Opening) -> AConn:
+        for attempt in range(primary_reopen_attempts(self.config)):
+            conn = await self._getconn(self.primary, self.config.acquire_timeout)
+            try:
+                await self._send_opening(conn, opening)
+                return conn
+            except psycopg.Error as exc:
+                await self._release_failed(self.primary, conn)
+                if not _retry.connection_lost(exc) or attempt + 1 >= primary_reopen_attempts(self.config):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _begin(self, opening: Opening, token: CausalToken | None) -> tuple[AConn, _AsyncServer, str]:
+        tried: set[int] = set()
+        waited = False
+        while True:
+            route = self.router.pick(token, exclude=frozenset(tried))
+            if route.replica is not None:
+                conn = await self._open_replica(route.replica, opening, None)
+                if conn is not None:
+                    return conn, self.replicas[route.replica], ROUTE_REPLICA
+                tried.add(route.replica)
+                continue
+            if route.reason == CAUSAL and token is not None and self.config.causal_wait > 0 and not waited:
+                waited = True
+                index = self.router.waitable(token, exclude=frozenset(tried))
+                if index is not None:
+                    conn = await self._open_replica(index, opening, token)
+                    if conn is not None:
+                        return conn, self.replicas[index], ROUTE_REPLICA
+            if route.reason != NO_REPLICAS and route.reason is not None:
+                self._metrics.failover(route.reason)
+            return await self._open_primary(opening), self.primary, ROUTE_PRIMARY
+
+    async def _open_replica(self, index: int, opening: Opening, wait_for: CausalToken | None) -> AConn | None:
+        server = self.replicas[index]
+        try:
+            conn = await server.pool.getconn(timeout=self.config.replica_acquire_timeout)
+            self._owners[conn] = server.pool
+        except PoolTimeout as exc:
+            if self._refusal is not None:
+                raise self._refusal from exc
+            if server.pool.get_stats().get("pool_size", 0) == 0:
+                self._replica_failed(index, exc)
+            return None
+        try:
+            results = await self._send_opening(conn, opening)
+        except psycopg.Error as exc:
+            await self._release_failed(server, conn)
+            if _retry.connection_lost(exc):
+                self._replica_failed(index, exc)
+                return None
+            raise
+        replay = _wire.text_value(results[-1], lsn_column(opening))
+        if replay is not None:
+            self.router.observe_replay(index, parse_lsn(replay))
+        if wait_for is not None and not await self._wait_replay(conn, replay, wait_for):
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+            await self._put(server, conn)
+            return None
+        return conn
+
+    async def _wait_replay(self, conn: AConn, replay: str | None, token: CausalToken) -> bool:
+        deadline = time.monotonic() + self.config.causal_wait
+        while True:
+            if replay is not None and parse_lsn(replay) >= token.lsn:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.002)
+            cur = await conn.execute(_wire.REPLAY_LSN)
+            row = await cur.fetchone()
+            replay = row[0] if row else None
+
+    async def _put(self, server: _AsyncServer, conn: AConn) -> None:
+        # Back to the pool it came from: a replica's pool may have been renewed meanwhile.
+        await self._owners.pop(conn, server.pool).putconn(conn)
+
+    async def _renew_pool(self, server: _AsyncServer) -> None:
+        """A fresh pool for a replica that came back: the old one may be stuck in its reconnect back-off."""
+        old, server.pool = server.pool, self._pool(server.name, server.url)
+        await server.pool.open(wait=False)
+        with contextlib.suppress(PoolTimeout):
+            await server.pool.wait(timeout=self.config.health_timeout)
+        await old.close(timeout=1.0)
+
+    async def _release_failed(self, server: _AsyncServer, conn: AConn) -> None:
+        if not conn.broken and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        await self._put(server, conn)
+
+    def _replica_failed(self, index: int, exc: BaseException) -> None:
+        if self.router.record_failure(index, redacted_error(exc)):
+            self._metrics.breaker_trip()
+            logger.warning("clinicdb: replica %s marked unhealthy: %s", self.replicas[index].name, redacted_error(exc))
+
+    async def _commit_read(self, conn: AConn) -> None:
+        # A read changes nothing: a caught error inside the block just means rolling back.
+        if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
+            await conn.rollback()
+        else:
+            await conn.commit()
+
+    async def _commit_write(self, conn: AConn) -> None:
+        status = conn.pgconn.transaction_status
+        if status == pq.TransactionStatus.INERROR:
+            await conn.rollback()
+            raise aborted_error()
+        if status != pq.TransactionStatus.INTRANS:
+            return
+        try:
+            async with conn.lock:
+                results = await conn.wait(_wire.flight(conn.pgconn, _wire.COMMIT_WITH_TOKEN, conn.info.encoding))
+        except psycopg.Error as exc:
+            if _retry.connection_lost(exc) or conn.broken:
+                self._metrics.commit_unknown()
+                raise CommitOutcomeUnknown(
+                    "the connection was lost while COMMIT was in flight: the write may or may not be applied;"
+                    " check before repeating it (it was not retried)"
+                ) from exc
+            raise
+        lsn = _wire.text_value(results[1], 0)
+        if lsn is not None:
+            token = CausalToken(parse_lsn(lsn))
+            self._token.set(later(self._token.get(), token))
+
+    # -- replica checks -----------------------------------------------------------
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.replica_check_interval)
+            try:
+                await self._check_replicas()
+            except Exception:
+                logger.exception("clinicdb: replica check failed")
+
+    async def _check_replicas(self) -> None:
+        if not self.replicas:
+            return
+        timeout = max(1, round(self.config.health_timeout))
+        try:
+            if self._primary_monitor is None or self._primary_monitor.closed:
+                self._primary_monitor = await psycopg.AsyncConnection.connect(
+                    self.primary.url, autocommit=True, connect_timeout=timeout
+                )
+            cur = await self._primary_monitor.execute("select pg_current_wal_lsn()::text")
+            row = await cur.fetchone()
+            if row and row[0]:
+                self.router.observe_primary(parse_lsn(row[0]))
+        except psycopg.Error:
+            if self._primary_monitor is not None:
+                await self._primary_monitor.close()
+            self._primary_monitor = None
+        for index, server in enumerate(self.replicas):
+            if not self.router.due_for_check(index):
+                continue
+            was_open = self.router.replicas[index].breaker_open
+            conn = self._monitor_conns.get(index)
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(server.url, autocommit=True, connect_timeout=timeout)
+                    self._monitor_conns[index] = conn
+                cur = await conn.execute("select pg_last_wal_replay_lsn()::text, pg_is_in_recovery()")
+                found = await cur.fetchone()
+                problem = monitor_row_problem(found)
+                if problem is not None:
+                    self._replica_failed(index, RuntimeError(problem))
+                    continue
+                if was_open:
+                    await self._renew_pool(server)
+                    self.router.record_recovery(index)
+                    logger.warning("clinicdb: replica %s is back", server.name)
+                assert found is not None
+                self.router.observe_replay(index, parse_lsn(found[0]), measured=True)
+            except psycopg.Error as exc:
+                if conn is not None:
+                    await conn.close()
+                self._monitor_conns[index] = None
+                self._replica_failed(index, exc)
+
+    # -- health and metrics -------------------------------------------------------
+    async def health(self) -> dict[str, Any]:
+        """Per server up/down, latency, replica lag, overall status (cached a few seconds); see ``ClinicDB.health``."""
+        async with self._health_lock:
+            now = time.monotonic()
+            if self._health is None or now - self._health_at > self.config.health_cache:
+                timeout = self.config.health_timeout
+                checks = [acheck_server("primary", "primary", self.primary.url, timeout)]
+                checks += [acheck_server(r.name, "replica", r.url, timeout) for r in self.replicas]
+                servers = list(await asyncio.gather(*checks))
+                self._health = summarize(servers, max_lag=self.config.max_replica_lag)
+                self._health_at = now
+            result = dict(self._health)
+        result["routing"] = self.router.snapshot()
+        return result
+
+    def metrics(self) -> dict[str, Any]:
+        """Pool stats, per-route counts and latencies, retries, failovers; see ``ClinicDB.metrics``."""
+        snapshot = self._metrics.snapshot()
+        snapshot["pools"] = {s.name: s.pool.get_stats() for s in (self.primary, *self.replicas)}
+        snapshot["replicas"] = self.router.snapshot()
+        return snapshot
