@@ -13,7 +13,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from clinicdb import schema
+from clinicdb._url import replace_url
 from clinicdb.devcluster.testing import ServerSet, throwaway_servers
 
 
@@ -46,3 +49,23 @@ def clinic_pair(admin: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
     b = admin.execute("select clinicdb.create_clinic(%s)", (f"B {uuid.uuid4()}",)).fetchone()
     assert a and b
     return a[0], b[0]
+
+
+@pytest.fixture
+def fresh_servers(servers: ServerSet) -> Iterator[ServerSet]:
+    """A newly migrated database on the session's servers, for tests that set database-wide state
+    (the demo registers its own master key; a database accepts only one)."""
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    fresh = ServerSet(
+        admin_url=replace_url(servers.admin_url, database=name),
+        cluster=servers.cluster,
+        replica_admin_urls=[replace_url(u, database=name) for u in servers.replica_admin_urls],
+    )
+    schema.apply(fresh.admin_url)
+    if servers.cluster is not None:
+        servers.cluster.wait_for_replay()
+    yield fresh
+    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))

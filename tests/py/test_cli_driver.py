@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -43,12 +44,16 @@ def test_health_without_a_url_is_one_clear_line() -> None:
 
 
 @pytest.mark.slow
-def test_demo_tells_the_story_through_the_driver(replica_servers: ServerSet) -> None:
-    """The demo shows each clinic only its own patients, refusals without a clinic, and read-your-writes."""
-    result = CliRunner().invoke(cli, ["demo"], env=_env(replica_servers))
+def test_demo_tells_the_story_through_the_driver(
+    replica_servers: ServerSet, fresh_servers: ServerSet, tmp_path: Path
+) -> None:
+    """The demo shows each clinic only its own patients, refusals without a clinic, read-your-writes and ciphertext."""
+    env = {**_env(fresh_servers), "CLINICDB_DEV_DIR": str(tmp_path)}  # its dev master key stays out of the checkout
+    result = CliRunner().invoke(cli, ["demo"], env=env)
     assert result.exit_code == 0, result.output
     assert "Ada" in result.output and "Grace" in result.output
     northside = result.output.split("db.read(Northside")[1].split("db.read(Harbor")[0]
     assert "Grace" not in northside
     assert "refused by the driver" in result.output and "rows visible: 0" in result.output
-    assert "read sees phone" in result.output and "findings: 0" in result.output
+    assert "read sees address" in result.output and "findings: 0" in result.output
+    assert "only ciphertext rests" in result.output

@@ -324,7 +324,7 @@ def test_statement_timeout_applies_per_transaction(make_db: Make, clinic_pair: A
 
 def _conflicting_update(servers: ServerSet, patient: Any) -> None:
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute("update patients set phone = 'concurrent' where id = %s", (patient,))
+        conn.execute("update patients set address = 'concurrent' where id = %s", (patient,))
 
 
 def _patient_id(db: Any, clinic: uuid.UUID, mrn: str) -> Any:
@@ -342,17 +342,17 @@ def test_serialization_failure_is_retried_and_succeeds(db: Any, servers: ServerS
 
     def change(cur: Any) -> str:
         attempts.append(1)
-        cur.execute("select phone from patients where id = %s", (patient,)).fetchone()  # takes the snapshot
+        cur.execute("select address from patients where id = %s", (patient,)).fetchone()  # takes the snapshot
         if len(attempts) == 1:
             _conflicting_update(servers, patient)
-        cur.execute("update patients set phone = 'mine' where id = %s", (patient,))
+        cur.execute("update patients set address = 'mine' where id = %s", (patient,))
         return "done"
 
     assert db.run_write(change, a, isolation="repeatable read") == "done"
     assert len(attempts) == 2
     assert db.metrics()["retries"]["write"] == 1
     with db.write(a) as cur:
-        assert cur.execute("select phone from patients where id = %s", (patient,)).fetchone() == ("mine",)
+        assert cur.execute("select address from patients where id = %s", (patient,)).fetchone() == ("mine",)
 
 
 def test_context_managers_do_not_retry(db: Any, servers: ServerSet, clinic_pair: Any) -> None:
@@ -360,9 +360,9 @@ def test_context_managers_do_not_retry(db: Any, servers: ServerSet, clinic_pair:
     a, _b = clinic_pair
     patient = _patient_id(db, a, "SER-2")
     with pytest.raises(psycopg.errors.SerializationFailure), db.write(a, isolation="repeatable read") as cur:
-        cur.execute("select phone from patients where id = %s", (patient,)).fetchone()
+        cur.execute("select address from patients where id = %s", (patient,)).fetchone()
         _conflicting_update(servers, patient)
-        cur.execute("update patients set phone = 'mine' where id = %s", (patient,))
+        cur.execute("update patients set address = 'mine' where id = %s", (patient,))
     assert db.metrics()["retries"]["write"] == 0
 
 
