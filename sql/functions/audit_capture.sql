@@ -136,31 +136,28 @@ declare
     v_keys text[] := tg_argv[2]::text[];
     v_old jsonb := to_jsonb(old) - tg_argv[0]::text[];
     v_new jsonb := to_jsonb(new) - tg_argv[0]::text[];
-    v_old_part jsonb;
-    v_new_part jsonb;
 begin
     if v_old = v_new then
         return null;
     end if;
-    select jsonb_object_agg(o.key, o.value), jsonb_object_agg(o.key, n.value)
-      into v_old_part, v_new_part
-      from jsonb_each(v_old) o
-      join jsonb_each(v_new) n on n.key = o.key
-     where o.value is distinct from n.value or o.key = any (v_keys);
-    if cardinality(v_masked) > 0 then
-        v_old_part := clinicdb.audit_mask(v_old_part, v_masked);
-        v_new_part := clinicdb.audit_mask(v_new_part, v_masked);
-    end if;
+    -- One statement: the diff and the insert (a second query per row costs
+    -- as much as the insert itself).
     insert into clinicdb.audit_log (id, logged_at, statement_at, txid, clinic_id, table_name, row_id, action,
                                     old_values, new_values, app_user, request_id, session_role, acting_role,
                                     client_addr, application_name)
-    values (nextval('clinicdb.audit_log_id_seq'), clock_timestamp(), statement_timestamp(), txid_current(),
-            new.clinic_id, tg_table_schema || '.' || tg_table_name,
-            case when cardinality(v_keys) = 1 then v_new ->> v_keys[1] else clinicdb.audit_key_text(v_new, v_keys) end,
-            'update', v_old_part, v_new_part,
-            nullif(current_setting('app.user_id', true), ''), nullif(current_setting('app.request_id', true), ''),
-            session_user, coalesce(nullif(current_setting('role'), 'none'), session_user),
-            inet_client_addr(), nullif(current_setting('application_name', true), ''));
+    select nextval('clinicdb.audit_log_id_seq'), clock_timestamp(), statement_timestamp(), txid_current(),
+           new.clinic_id, tg_table_schema || '.' || tg_table_name,
+           case when cardinality(v_keys) = 1 then v_new ->> v_keys[1] else clinicdb.audit_key_text(v_new, v_keys) end,
+           'update',
+           case when cardinality(v_masked) > 0 then clinicdb.audit_mask(d.old_part, v_masked) else d.old_part end,
+           case when cardinality(v_masked) > 0 then clinicdb.audit_mask(d.new_part, v_masked) else d.new_part end,
+           nullif(current_setting('app.user_id', true), ''), nullif(current_setting('app.request_id', true), ''),
+           session_user, coalesce(nullif(current_setting('role'), 'none'), session_user),
+           inet_client_addr(), nullif(current_setting('application_name', true), '')
+      from (select jsonb_object_agg(o.key, o.value) as old_part, jsonb_object_agg(o.key, n.value) as new_part
+              from jsonb_each(v_old) o
+              join jsonb_each(v_new) n on n.key = o.key
+             where o.value is distinct from n.value or o.key = any (v_keys)) d;
     return null;
 end
 $$;
