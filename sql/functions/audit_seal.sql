@@ -283,7 +283,11 @@ begin
           and v_exp_digests[v_i] is not distinct from v_act_digests[v_i] loop
         v_i := v_i + 1;
     end loop;
-    if v_exp_ids[v_i] is not null and v_exp_ids[v_i] = v_act_ids[v_i] then
+    if v_exp_ids[v_i] is not null and v_exp_ids[v_i] = v_act_ids[v_i] and v_act_ids[v_i + 1] = v_act_ids[v_i] then
+        -- Two rows with one id, the first not the sealed one: a forged copy.
+        v_kind := 'row inserted';
+        v_id := v_act_ids[v_i];
+    elsif v_exp_ids[v_i] is not null and v_exp_ids[v_i] = v_act_ids[v_i] then
         v_kind := 'row altered';
         v_id := v_act_ids[v_i];
     elsif v_exp_ids[v_i] is null
