@@ -4,6 +4,7 @@
 -- ciphertext; masking them as well keeps even that out. Neither an
 -- encrypted nor a masked column ever appears in plaintext in the trail.
 begin;
+set local client_min_messages = warning;
 select plan(14);
 
 create extension if not exists pgcrypto;

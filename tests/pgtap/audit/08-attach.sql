@@ -4,6 +4,7 @@
 -- clinicdb.audit_findings() reports a table whose triggers are missing or
 -- disabled.
 begin;
+set local client_min_messages = warning;
 select plan(10);
 
 select is_empty('select * from clinicdb.audit_findings()', 'every protected table has its audit triggers, enabled');
