@@ -39,6 +39,13 @@ from clinicdb.devcluster.testing import ServerSet
 _RANDOM = random.Random(4)  # noqa: S311
 BULK_ROWS = 100_000
 ROUNDS = 3
+WORKLOADS = [
+    ("single-row INSERT", "insert", 0.75),
+    ("single-row UPDATE (2 columns)", "update", 0.75),
+    ("single-row DELETE", "delete", 0.75),
+    (f"INSERT ... SELECT {BULK_ROWS:,} rows", "bulk", 0.6),
+]
+MODES = ("clinicdb", "jsonb")
 SECONDS = 1.5
 
 _JSONB_TRIGGER = """
@@ -191,16 +198,10 @@ def run(servers: ServerSet) -> list[Ratio]:
         assert row is not None
         clinic: uuid.UUID = row[0]
     ratios: list[Ratio] = []
-    workloads = [
-        ("single-row INSERT", "insert", 0.75),
-        ("single-row UPDATE (2 columns)", "update", 0.75),
-        ("single-row DELETE", "delete", 0.75),
-        (f"INSERT ... SELECT {BULK_ROWS:,} rows", "bulk", 0.6),
-    ]
     try:
-        for label, op, target in workloads:
+        for label, op, target in WORKLOADS:
             results: dict[str, float] = {}
-            for mode in ("clinicdb", "jsonb"):
+            for mode in MODES:
                 base, cand = interleaved(
                     functools.partial(_measure, servers, clinic, "none", op),
                     functools.partial(_measure, servers, clinic, mode, op),
