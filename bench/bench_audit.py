@@ -18,6 +18,9 @@ between rounds (interleaved, median of the rounds):
 * ``jsonb``: the common design for comparison -- a row-level trigger writing
   to_jsonb(OLD) and to_jsonb(NEW) with the same context into a plain table
   with two indexes.
+* ``clinicdb-row`` (not run by default; ``MODES``): the clinicdb trail with
+  its INSERT/DELETE capture as a row-level trigger, to weigh statement-level
+  against row-level capture on the same table and trail.
 
 Ratios are audited throughput / baseline throughput (higher is better).
 """
@@ -46,6 +49,11 @@ WORKLOADS = [
     (f"INSERT ... SELECT {BULK_ROWS:,} rows", "bulk", 0.6),
 ]
 MODES = ("clinicdb", "jsonb")
+_MODE_NAMES = {
+    "clinicdb": "clinicdb trail",
+    "clinicdb-row": "clinicdb trail, row-level INSERT/DELETE",
+    "jsonb": "plain jsonb row trigger",
+}
 SECONDS = 1.5
 
 _JSONB_TRIGGER = """
@@ -81,6 +89,25 @@ begin
             current_user, txid_current(), inet_client_addr(), current_setting('application_name', true));
     return null;
 end $$;
+
+-- The clinicdb trail's INSERT/DELETE capture as a row-level trigger: the same
+-- row into the same partitioned table, to weigh statement- against row-level.
+create or replace function bench_jsonb_audit.capture_row() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_image jsonb := (case when tg_op = 'INSERT' then to_jsonb(new) else to_jsonb(old) end) - tg_argv[0]::text[];
+begin
+    insert into clinicdb.audit_log (id, logged_at, statement_at, txid, clinic_id, table_name, row_id, action,
+                                    old_values, new_values, app_user, request_id, session_role, acting_role,
+                                    client_addr, application_name)
+    values (nextval('clinicdb.audit_log_id_seq'), clock_timestamp(), statement_timestamp(), txid_current(),
+            (v_image ->> 'clinic_id')::uuid, tg_table_schema || '.' || tg_table_name, v_image ->> 'id', lower(tg_op),
+            case when tg_op = 'DELETE' then v_image end, case when tg_op = 'INSERT' then v_image end,
+            nullif(current_setting('app.user_id', true), ''), nullif(current_setting('app.request_id', true), ''),
+            session_user, coalesce(nullif(current_setting('role'), 'none'), session_user),
+            inet_client_addr(), nullif(current_setting('application_name', true), ''));
+    return null;
+end $$;
 """
 
 
@@ -91,6 +118,14 @@ def _configure(admin_url: str, mode: str) -> None:
         conn.execute("drop trigger if exists bench_jsonb_audit on public.patients")
         if mode == "clinicdb":
             conn.execute("select clinicdb.attach_audit('public.patients')")
+        elif mode == "clinicdb-row":
+            conn.execute("select clinicdb.attach_audit('public.patients')")
+            conn.execute("drop trigger clinicdb_audit_insert on public.patients")
+            conn.execute("drop trigger clinicdb_audit_delete on public.patients")
+            conn.execute(
+                "create trigger clinicdb_audit_insert after insert or delete on public.patients"
+                " for each row execute function bench_jsonb_audit.capture_row('{updated_at}')"
+            )
         elif mode == "jsonb":
             conn.execute(
                 "create trigger bench_jsonb_audit after insert or update or delete on public.patients"
@@ -209,7 +244,7 @@ def run(servers: ServerSet) -> list[Ratio]:
                 )
                 results[mode] = cand
                 unit = "rows/s" if op == "bulk" else "ops/s"
-                name = f"{label}: {'clinicdb trail' if mode == 'clinicdb' else 'plain jsonb row trigger'}"
+                name = f"{label}: {_MODE_NAMES[mode]}"
                 ratios.append(Ratio(name, cand, base, target if mode == "clinicdb" else None, unit=unit))
     finally:
         _configure(servers.admin_url, "clinicdb")

@@ -112,13 +112,14 @@ begin
               from clinicdb.audit_log a
              where a.txid >= v_lo_txid and a.txid < v_horizon and (a.txid, a.id) >= (v_lo_txid, v_lo_id)
         ), chunks as (
+            -- rows arrive sorted by (txid, id) from the window's sort; each
+            -- chunk is aggregated in that order (one sort, not one per array).
             select r.chunk, count(*)::integer as n, min(r.txid) as first_txid,
-                   array_agg(r.id order by r.txid, r.id) as ids,
-                   array_agg(r.month order by r.txid, r.id) as months,
-                   array_agg(r.digest order by r.txid, r.id) as digests,
-                   sha256(string_agg(int8send(r.id) || int4send(r.month) || r.digest, ''::bytea order by r.txid, r.id))
-                       as rows_digest
-              from rows r
+                   array_agg(r.id) as ids,
+                   array_agg(r.month) as months,
+                   array_agg(r.digest) as digests,
+                   sha256(string_agg(int8send(r.id) || int4send(r.month) || r.digest, ''::bytea)) as rows_digest
+              from (select * from rows order by rows.chunk, rows.txid, rows.id) r
              group by r.chunk
         )
         select c.*, lead(c.first_txid) over (order by c.chunk) as next_txid,
@@ -255,22 +256,25 @@ begin
     -- every row now in their key ranges, in (txid, id) order.
     select s.* into v_first from clinicdb.audit_seals s where s.block_no = p_from;
     select s.* into v_last from clinicdb.audit_seals s where s.block_no = p_to;
-    select coalesce(array_agg(u.id order by s.block_no, u.ord), '{}'),
-           coalesce(array_agg(u.digest order by s.block_no, u.ord), '{}'),
-           coalesce(array_agg(s.block_no order by s.block_no, u.ord), '{}')
+    -- Each side is sorted once in a subquery and aggregated in that order
+    -- (an ORDER BY per aggregate would sort once per array).
+    select coalesce(array_agg(e.id), '{}'), coalesce(array_agg(e.digest), '{}'), coalesce(array_agg(e.block_no), '{}')
       into v_exp_ids, v_exp_digests, v_exp_blocks
-      from clinicdb.audit_seals s
-     cross join lateral unnest(s.row_ids, s.row_months, s.row_digests) with ordinality as u(id, month, digest, ord)
-     where s.block_no between p_from and p_to
-       and u.month not in (select clinicdb.audit_month(pm.month::timestamp at time zone 'UTC')
-                             from clinicdb.audit_pruned_months pm);
-    select coalesce(array_agg(a.id order by a.txid, a.id), '{}'),
-           coalesce(array_agg(clinicdb.audit_row_digest(a) order by a.txid, a.id), '{}'),
-           coalesce(array_agg(a.txid order by a.txid, a.id), '{}')
+      from (select u.id, u.digest, s.block_no
+              from clinicdb.audit_seals s
+             cross join lateral unnest(s.row_ids, s.row_months, s.row_digests) with ordinality as u(id, month, digest, ord)
+             where s.block_no between p_from and p_to
+               and u.month not in (select clinicdb.audit_month(pm.month::timestamp at time zone 'UTC')
+                                     from clinicdb.audit_pruned_months pm)
+             order by s.block_no, u.ord) e;
+    select coalesce(array_agg(r.id), '{}'), coalesce(array_agg(r.digest), '{}'), coalesce(array_agg(r.txid), '{}')
       into v_act_ids, v_act_digests, v_act_txids
-      from clinicdb.audit_log a
-     where a.txid >= v_first.lo_txid and a.txid <= v_last.hi_txid
-       and (a.txid, a.id) >= (v_first.lo_txid, v_first.lo_id) and (a.txid, a.id) < (v_last.hi_txid, v_last.hi_id);
+      from (select a.id, a.txid, clinicdb.audit_row_digest(a) as digest
+              from clinicdb.audit_log a
+             where a.txid >= v_first.lo_txid and a.txid <= v_last.hi_txid
+               and (a.txid, a.id) >= (v_first.lo_txid, v_first.lo_id)
+               and (a.txid, a.id) < (v_last.hi_txid, v_last.hi_id)
+             order by a.txid, a.id) r;
     if v_exp_ids = v_act_ids and v_exp_digests = v_act_digests then
         return;
     end if;
