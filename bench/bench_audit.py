@@ -93,7 +93,8 @@ end $$;
 -- The clinicdb trail's INSERT/DELETE capture as a row-level trigger: the same
 -- row into the same partitioned table, to weigh statement- against row-level.
 create or replace function bench_jsonb_audit.capture_row() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan as $$
 declare
     v_image jsonb := (case when tg_op = 'INSERT' then to_jsonb(new) else to_jsonb(old) end) - tg_argv[0]::text[];
 begin
