@@ -279,3 +279,15 @@ def test_rolling_back_the_audit_migration_detaches_every_trigger(empty_db: str) 
     schema.apply(empty_db)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute(query).fetchone() == attached
+
+
+def test_partitions_creates_months_ahead_and_lists_them(servers: ServerSet) -> None:
+    """`audit partitions --months-ahead 5` creates the coming months' partitions and lists every partition."""
+    result = _run(servers, "partitions", "--months-ahead", "5", "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    names = [p["partition"] for p in listed]
+    assert "clinicdb.audit_log_default" in names
+    assert sum(1 for n in names if n.startswith("clinicdb.audit_log_y")) >= 6
+    again = _run(servers, "partitions", "--months-ahead", "5")
+    assert again.exit_code == 0 and "created" not in again.output
