@@ -41,7 +41,7 @@ from clinicdb.devcluster.testing import ServerSet
 # Which patient to update: not security relevant, seeded for repeatable runs.
 _RANDOM = random.Random(4)  # noqa: S311
 BULK_ROWS = 100_000
-ROUNDS = 3
+ROUNDS = 5
 WORKLOADS = [
     ("single-row INSERT", "insert", 0.75),
     ("single-row UPDATE (2 columns)", "update", 0.75),
