@@ -161,10 +161,9 @@ begin
            nullif(current_setting('app.user_id', true), ''), nullif(current_setting('app.request_id', true), ''),
            session_user, coalesce(nullif(current_setting('role'), 'none'), session_user),
            inet_client_addr(), nullif(current_setting('application_name', true), '')
-      from (select jsonb_object_agg(o.key, o.value) as old_part, jsonb_object_agg(o.key, n.value) as new_part
-              from jsonb_each(v_old) o
-              join jsonb_each(v_new) n on n.key = o.key
-             where o.value is distinct from n.value or o.key = any (v_keys)) d;
+      from (select jsonb_object_agg(n.key, v_old -> n.key) as old_part, jsonb_object_agg(n.key, n.value) as new_part
+              from jsonb_each(v_new) n
+             where v_old -> n.key is distinct from n.value or n.key = any (v_keys)) d;
     return null;
 end
 $$;

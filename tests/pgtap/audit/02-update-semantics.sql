@@ -3,7 +3,7 @@
 -- excluded columns such as updated_at -- writes no audit row (documented in
 -- docs/audit.md): the trail records changes of data, not statements.
 begin;
-select plan(10);
+select plan(11);
 
 select clinicdb_tap.create_clinic('Audit Updates') as clinic \gset
 select clinicdb_tap.authenticate_as_app(:'clinic');
@@ -62,6 +62,15 @@ select is((select new_values ->> 'id' from clinicdb.audit_log where app_user = '
 select is((select old_values ->> 'id' from clinicdb.audit_log where app_user = 'rekey'),
           (select row_id from clinicdb.audit_log where app_user = 'upd' and action = 'update'),
           '...and the old key before');
+
+-- A column added after the table was audited is audited at once.
+alter table public.patients add column audit_test_extra text;
+select clinicdb_tap.authenticate_as_app(:'clinic');
+select set_config('app.user_id', 'newcol', true);
+update public.patients set audit_test_extra = 'added later' where mrn = 'U-1';
+select clinicdb_tap.clear_authentication();
+select is((select new_values ->> 'audit_test_extra' from clinicdb.audit_log where app_user = 'newcol'),
+          'added later', 'a column added after auditing began is recorded without re-attaching');
 
 select * from finish();
 rollback;
