@@ -48,6 +48,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Directory with initdb and pg_ctl, when not found on PATH or in /usr/lib/postgresql.",
     ),
     Setting(
+        "CLINICDB_AUDIT_RETENTION_DAYS",
+        "2555",
+        "Days of audit trail `clinicdb audit prune` and `archive` keep (whole monthly partitions older are dropped).",
+    ),
+    Setting(
         "CLINICDB_TEST_DATABASE_URL",
         "",
         "Tests: use this existing server (superuser URL) instead of starting one.",

@@ -1,0 +1,163 @@
+-- clinicdb.attach_audit(regclass): install the audit triggers on a tenant
+-- table. clinicdb.protect_table() calls it for every table it protects once
+-- this function exists, so "protected" implies "audited". Idempotent: it
+-- drops and re-creates the triggers with the column lists of
+-- clinicdb.audit_settings, which is how set_audit_column() takes effect.
+--
+-- clinicdb.detach_audit(regclass) removes them (migration rollback; a DBA
+-- who really means it). clinicdb.set_audit_column() is the documented way to
+-- exclude or mask a column. clinicdb.audit_findings() lists protected tables
+-- whose triggers are missing or disabled.
+--
+-- SECURITY INVOKER: creating a trigger needs ownership of the table, which
+-- the caller (the owner running a migration, or a DBA) has.
+
+create or replace function clinicdb.attach_audit(p_table regclass)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_keys text[];
+    v_excluded text[];
+    v_masked text[];
+    v_args text;
+begin
+    -- Carries the standard policies for comparison and never holds a row.
+    if p_table = 'clinicdb.policy_reference'::regclass then
+        return;
+    end if;
+    if not exists (select 1 from pg_attribute
+                    where attrelid = p_table and attname = 'clinic_id' and not attisdropped) then
+        raise exception 'table % has no clinic_id column; the audit trail is per clinic', p_table
+            using errcode = 'undefined_column', hint = 'protect it first with clinicdb.protect_table()';
+    end if;
+    select array_agg(a.attname::text order by k.ord) into v_keys
+      from pg_index i
+      cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+     where i.indrelid = p_table and i.indisprimary;
+    if v_keys is null then
+        raise exception 'table % has no primary key; the audit trail names rows by it', p_table
+            using errcode = 'invalid_table_definition', hint = 'add a primary key, then protect the table again';
+    end if;
+
+    -- updated_at changes on every update (clinicdb.touch_row) and says
+    -- nothing the audit row's own times do not: excluded unless a DBA chose.
+    if exists (select 1 from pg_attribute where attrelid = p_table and attname = 'updated_at' and not attisdropped) then
+        insert into clinicdb.audit_settings (table_name, column_name, mode)
+        values (p_table, 'updated_at', 'exclude')
+        on conflict do nothing;
+    end if;
+
+    select coalesce(array_agg(s.column_name::text order by s.column_name) filter (where s.mode = 'exclude'), '{}'),
+           coalesce(array_agg(s.column_name::text order by s.column_name) filter (where s.mode = 'mask'), '{}')
+      into v_excluded, v_masked
+      from clinicdb.audit_settings s
+     where s.table_name = p_table;
+    v_args := format('%L, %L, %L', v_excluded::text, v_masked::text, v_keys::text);
+
+    execute format('drop trigger if exists clinicdb_audit_insert on %s', p_table);
+    execute format('create trigger clinicdb_audit_insert after insert on %s referencing new table as new_table '
+                   'for each statement execute function clinicdb.audit_capture_rows(%s)', p_table, v_args);
+    execute format('drop trigger if exists clinicdb_audit_delete on %s', p_table);
+    execute format('create trigger clinicdb_audit_delete after delete on %s referencing old table as old_table '
+                   'for each statement execute function clinicdb.audit_capture_rows(%s)', p_table, v_args);
+    execute format('drop trigger if exists clinicdb_audit_update on %s', p_table);
+    execute format('create trigger clinicdb_audit_update after update on %s '
+                   'for each row execute function clinicdb.audit_capture_update(%s)', p_table, v_args);
+    execute format('drop trigger if exists clinicdb_audit_truncate on %s', p_table);
+    execute format('create trigger clinicdb_audit_truncate after truncate on %s '
+                   'for each statement execute function clinicdb.audit_capture_truncate()', p_table);
+end
+$$;
+comment on function clinicdb.attach_audit(regclass) is
+    'clinicdb: install (or refresh) the audit triggers on a tenant table; protect_table() calls it. Idempotent.';
+revoke execute on function clinicdb.attach_audit(regclass) from public;
+grant execute on function clinicdb.attach_audit(regclass) to clinicdb_owner;
+
+create or replace function clinicdb.detach_audit(p_table regclass)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    execute format('drop trigger if exists clinicdb_audit_insert on %s', p_table);
+    execute format('drop trigger if exists clinicdb_audit_delete on %s', p_table);
+    execute format('drop trigger if exists clinicdb_audit_update on %s', p_table);
+    execute format('drop trigger if exists clinicdb_audit_truncate on %s', p_table);
+end
+$$;
+comment on function clinicdb.detach_audit(regclass) is
+    'clinicdb: remove the audit triggers from a table (changes to it are no longer audited).';
+revoke execute on function clinicdb.detach_audit(regclass) from public;
+grant execute on function clinicdb.detach_audit(regclass) to clinicdb_owner;
+
+-- clinicdb.set_audit_column(table, column, mode): mode 'exclude' leaves the
+-- column out of the trail, 'mask' writes "[masked]" instead of its value,
+-- 'include' keeps it as it is (also overriding the default exclusion of
+-- updated_at). Takes effect at once for an audited table.
+create or replace function clinicdb.set_audit_column(p_table regclass, p_column name, p_mode text)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if p_mode is null or p_mode not in ('include', 'exclude', 'mask') then
+        raise exception 'unknown audit mode %', coalesce(p_mode, 'NULL')
+            using errcode = 'invalid_parameter_value', hint = 'use include, exclude or mask';
+    end if;
+    if not exists (select 1 from pg_attribute
+                    where attrelid = p_table and attname = p_column and attnum > 0 and not attisdropped) then
+        raise exception 'table % has no column %', p_table, p_column
+            using errcode = 'undefined_column', hint = 'check the name with \d in psql';
+    end if;
+    if p_mode <> 'include' and exists (
+        select 1 from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
+         where i.indrelid = p_table and i.indisprimary and a.attname = p_column) then
+        raise exception 'column %.% is part of the primary key, which every audit row names', p_table, p_column
+            using errcode = 'invalid_parameter_value', hint = 'key columns cannot be excluded or masked';
+    end if;
+    if p_mode = 'include' and p_column <> 'updated_at' then
+        delete from clinicdb.audit_settings where table_name = p_table and column_name = p_column;
+    else
+        insert into clinicdb.audit_settings (table_name, column_name, mode)
+        values (p_table, p_column, case p_mode when 'include' then 'include' else p_mode end)
+        on conflict (table_name, column_name) do update
+            set mode = excluded.mode, set_at = now(), set_by = session_user;
+    end if;
+    if exists (select 1 from pg_trigger where tgrelid = p_table and tgname = 'clinicdb_audit_insert') then
+        perform clinicdb.attach_audit(p_table);
+    end if;
+end
+$$;
+comment on function clinicdb.set_audit_column(regclass, name, text) is
+    'clinicdb: exclude, mask or include one column of a table in the audit trail (see clinicdb.audit_settings).';
+revoke execute on function clinicdb.set_audit_column(regclass, name, text) from public;
+grant execute on function clinicdb.set_audit_column(regclass, name, text) to clinicdb_owner;
+
+-- Protected tables whose audit triggers are missing or disabled (ALTER TABLE
+-- ... DISABLE TRIGGER, session_replication_role cannot be seen from here).
+create or replace function clinicdb.audit_findings()
+returns table (table_name text, finding text)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select pt.table_name::text, format('audit trigger %s is %s', t.name,
+                                       case when tg.oid is null then 'missing' else 'disabled' end)
+      from clinicdb.protected_tables pt
+     cross join (values ('clinicdb_audit_insert'), ('clinicdb_audit_update'),
+                        ('clinicdb_audit_delete'), ('clinicdb_audit_truncate')) as t(name)
+      left join pg_trigger tg on tg.tgrelid = pt.table_name and tg.tgname = t.name
+     where pt.table_name <> 'clinicdb.policy_reference'::regclass
+       and (tg.oid is null or tg.tgenabled = 'D')
+     order by 1, 2
+$$;
+comment on function clinicdb.audit_findings() is
+    'clinicdb: protected tables whose audit triggers are missing or disabled; no rows means every one is audited.';
+revoke execute on function clinicdb.audit_findings() from public;
+grant execute on function clinicdb.audit_findings() to clinicdb_owner, clinicdb_auditor;
