@@ -14,6 +14,7 @@ from clinicdb.keys import master_key_settings
 from clinicdb.settings import env
 
 from ._common import friendly_errors, print_table
+from .audit import demo_audit_history
 from .keys import demo_encryption, demo_master_key
 
 # Fixed ids so the demo is idempotent and its output comparable run to run.
@@ -150,6 +151,9 @@ def demo() -> None:
 
     _step("PHI encryption: an SSN as stored (operator) and as the app reads it (with the master key)")
     demo_encryption(admin_url, app_url, northside, key)
+
+    _step(f"The audit trail of {DEMO_CLINICS[northside]} (clinicdb audit tail), written by the same transactions")
+    demo_audit_history(admin_url, northside)
 
     with psycopg.connect(admin_url) as conn:
         findings = conn.execute("select count(*) from clinicdb.check_isolation()").fetchone()

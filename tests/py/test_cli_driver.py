@@ -57,3 +57,4 @@ def test_demo_tells_the_story_through_the_driver(
     assert "refused by the driver" in result.output and "rows visible: 0" in result.output
     assert "read sees address" in result.output and "findings: 0" in result.output
     assert "only ciphertext rests" in result.output
+    assert "demo-frontdesk" in result.output.split("The audit trail of")[1]  # the read-your-writes update, audited
