@@ -30,7 +30,7 @@ def test_check_passes_on_the_reference_schema(servers: ServerSet) -> None:
 def test_check_fails_on_a_forgotten_table(servers: ServerSet, admin: psycopg.Connection) -> None:
     """A DBA who adds a clinic_id table and forgets protect_table sees `check` fail, naming it."""
     name = f"forgotten_{uuid.uuid4().hex[:6]}"
-    admin.execute(sql.SQL("create table {} (id int, clinic_id uuid)").format(sql.Identifier(name)))
+    admin.execute(sql.SQL("create table {} (id uuid primary key, clinic_id uuid)").format(sql.Identifier(name)))
     try:
         code, out = run("check", "--database-url", servers.admin_url, "--json")
         assert code == 1

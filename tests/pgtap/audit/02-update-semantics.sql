@@ -8,20 +8,20 @@ select plan(11);
 select clinicdb_tap.create_clinic('Audit Updates') as clinic \gset
 select clinicdb_tap.authenticate_as_app(:'clinic');
 select set_config('app.user_id', 'upd', true);
-insert into public.patients (mrn, given_name, family_name, phone, email) values ('U-1', 'Una', 'Date', '1', 'a@x.test');
-update public.patients set phone = '2', email = 'b@x.test' where mrn = 'U-1';
+insert into public.patients (mrn, given_name, family_name, address, email) values ('U-1', 'Una', 'Date', '1 Old Road', 'a@x.test');
+update public.patients set address = '2 New Road', email = 'b@x.test' where mrn = 'U-1';
 select clinicdb_tap.clear_authentication();
 
 select is((select old_values from clinicdb.audit_log where app_user = 'upd' and action = 'update'),
-          jsonb_build_object('id', (select id from public.patients where mrn = 'U-1'), 'phone', '1', 'email', 'a@x.test'),
+          jsonb_build_object('id', (select id from public.patients where mrn = 'U-1'), 'address', '1 Old Road', 'email', 'a@x.test'),
           'old_values holds the changed columns and the key, before');
 select is((select new_values from clinicdb.audit_log where app_user = 'upd' and action = 'update'),
-          jsonb_build_object('id', (select id from public.patients where mrn = 'U-1'), 'phone', '2', 'email', 'b@x.test'),
+          jsonb_build_object('id', (select id from public.patients where mrn = 'U-1'), 'address', '2 New Road', 'email', 'b@x.test'),
           'new_values holds the changed columns and the key, after');
 
 select clinicdb_tap.authenticate_as_app(:'clinic');
 select set_config('app.user_id', 'noop', true);
-update public.patients set phone = phone where mrn = 'U-1';
+update public.patients set address = address where mrn = 'U-1';
 select clinicdb_tap.clear_authentication();
 select is((select count(*)::int from clinicdb.audit_log where app_user = 'noop'), 0,
           'an update that changes nothing writes no audit row (updated_at, excluded, still moved)');
@@ -45,7 +45,7 @@ select is((select new_values from clinicdb.audit_log where app_user = 'tonull'),
 select clinicdb.set_audit_column('public.patients', 'updated_at', 'include');
 select clinicdb_tap.authenticate_as_app(:'clinic');
 select set_config('app.user_id', 'noop2', true);
-update public.patients set phone = phone where mrn = 'U-1';
+update public.patients set address = address where mrn = 'U-1';
 select clinicdb_tap.clear_authentication();
 select is((select count(*)::int from clinicdb.audit_log where app_user = 'noop2'), 1,
           'with updated_at included, the same statement writes one row');

@@ -31,9 +31,9 @@ select is((select mode from clinicdb.audit_settings where table_name = 'public.a
 select clinicdb_tap.authenticate_as_app(:'clinic');
 select set_config('app.user_id', 'mask-user', true);
 insert into public.audit_test_notes (title, body_encrypted, internal_flag, secret_hint)
-values ('visit', pgp_sym_encrypt('PLAINTEXT-DIAGNOSIS-XYZ', 'test-key'), 'flag-value', 'PLAINTEXT-HINT-ABC');
+values ('visit', clinicdb.pgp_sym_encrypt('PLAINTEXT-DIAGNOSIS-XYZ', 'test-key'), 'flag-value', 'PLAINTEXT-HINT-ABC');
 update public.audit_test_notes
-   set body_encrypted = pgp_sym_encrypt('PLAINTEXT-UPDATED-QRS', 'test-key'), internal_flag = 'flag-2',
+   set body_encrypted = clinicdb.pgp_sym_encrypt('PLAINTEXT-UPDATED-QRS', 'test-key'), internal_flag = 'flag-2',
        secret_hint = 'PLAINTEXT-HINT-DEF';
 update public.audit_test_notes set internal_flag = 'flag-3';
 delete from public.audit_test_notes;
@@ -44,7 +44,7 @@ select is((select count(*)::int from clinicdb.audit_log where app_user = 'mask-u
 select ok(not exists (select 1 from clinicdb.audit_log where app_user = 'mask-user'
                        and (coalesce(old_values::text, '') || coalesce(new_values::text, '')) like '%PLAINTEXT%'),
           'no plaintext of the encrypted or masked columns appears anywhere in the trail');
-select ok((select bool_and(pgp_sym_decrypt(decode(substr(new_values ->> 'body_encrypted', 3), 'hex'), 'test-key')
+select ok((select bool_and(clinicdb.pgp_sym_decrypt(decode(substr(new_values ->> 'body_encrypted', 3), 'hex'), 'test-key')
                            like 'PLAINTEXT-%')
              from clinicdb.audit_log where app_user = 'mask-user' and action = 'insert'),
           'the encrypted column is in the trail as its ciphertext (only the key turns it back)');
@@ -64,7 +64,7 @@ select is((select array[old_values ->> 'secret_hint', new_values ->> 'secret_hin
 select clinicdb.set_audit_column('public.audit_test_notes', 'body_encrypted', 'mask');
 select clinicdb_tap.authenticate_as_app(:'clinic');
 select set_config('app.user_id', 'mask-user-2', true);
-insert into public.audit_test_notes (title, body_encrypted) values ('v2', pgp_sym_encrypt('PLAINTEXT-2', 'test-key'));
+insert into public.audit_test_notes (title, body_encrypted) values ('v2', clinicdb.pgp_sym_encrypt('PLAINTEXT-2', 'test-key'));
 insert into public.audit_test_notes (title, body_encrypted) values ('v3', null);
 select clinicdb_tap.clear_authentication();
 select is((select new_values ->> 'body_encrypted' from clinicdb.audit_log where app_user = 'mask-user-2'
