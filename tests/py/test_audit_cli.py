@@ -268,9 +268,7 @@ def test_rolling_back_the_audit_migration_detaches_every_trigger(empty_db: str) 
     """Rolling back 0004.audit (and what came after it) removes the triggers from every table; migrating again
     attaches them again."""
     query = "select count(*) from pg_trigger where tgname like 'clinicdb_audit%'"
-    audited = (
-        "select count(*) from clinicdb.protected_tables where table_name <> 'clinicdb.policy_reference'::regclass"
-    )
+    audited = "select count(*) from clinicdb.protected_tables where table_name <> 'clinicdb.policy_reference'::regclass"
     applied = schema.apply(empty_db)
     with psycopg.connect(empty_db) as conn:
         attached = conn.execute(query).fetchone()
