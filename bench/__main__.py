@@ -25,12 +25,19 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"clinicdb benchmarks: {', '.join(chosen)} (ratios: candidate / baseline, same run, higher is better)")
     with throwaway_servers(replicas=1) as servers:
+        failed = []
         for area in chosen:
             module = importlib.import_module(f"bench.bench_{area}")
             started = time.perf_counter()
-            ratios = module.run(servers)
+            try:
+                ratios = module.run(servers)
+            except Exception as exc:  # one broken area must not hide the others' ratios
+                failed.append(area)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                print(f"\n== {area}: FAILED: {type(exc).__name__}: {first}", file=sys.stderr)
+                continue
             print_ratios(f"{area} ({time.perf_counter() - started:.0f}s)", ratios)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

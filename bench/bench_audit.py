@@ -5,7 +5,7 @@ transaction per operation with app.clinic_id, app.user_id and app.request_id
 set, then commit):
 
 * single-row INSERT into patients
-* single-row UPDATE of two columns (phone, email) of a random patient
+* single-row UPDATE of two columns (address, email) of a random patient
 * single-row DELETE of a patient
 * one INSERT ... SELECT of 100,000 patients
 
@@ -152,7 +152,7 @@ class _Workload:
     def insert(self) -> None:
         self._begin()
         self.conn.execute(
-            "insert into patients (mrn, given_name, family_name, phone) values (%s, 'Bench', 'Patient', '555-0100')",
+            "insert into patients (mrn, given_name, family_name, address) values (%s, 'Bench', 'Patient', '1 Bench Road')",
             (uuid.uuid4().hex,),
         )
         self.conn.commit()
@@ -160,7 +160,7 @@ class _Workload:
     def update(self) -> None:
         self._begin()
         self.conn.execute(
-            "update patients set phone = %s, email = %s where id = %s",
+            "update patients set address = %s, email = %s where id = %s",
             (f"555-{_RANDOM.randrange(10_000):04d}", f"{uuid.uuid4().hex[:8]}@example.test", _RANDOM.choice(self.ids)),
         )
         self.conn.commit()
@@ -186,7 +186,7 @@ class _Workload:
         self._begin()
         started = time.perf_counter()
         self.conn.execute(
-            "insert into patients (mrn, given_name, family_name, birth_date, phone)"
+            "insert into patients (mrn, given_name, family_name, birth_date, address)"
             " select gen_random_uuid()::text, 'Bulk', 'Patient ' || g, date '1980-01-01' + g %% 9000, '555-0100'"
             " from generate_series(1, %s) g",
             (BULK_ROWS,),
