@@ -152,7 +152,8 @@ class _Workload:
     def insert(self) -> None:
         self._begin()
         self.conn.execute(
-            "insert into patients (mrn, given_name, family_name, address) values (%s, 'Bench', 'Patient', '1 Bench Road')",
+            "insert into patients (mrn, given_name, family_name, address)"
+            " values (%s, 'Bench', 'Patient', '1 Bench Road')",
             (uuid.uuid4().hex,),
         )
         self.conn.commit()
