@@ -83,3 +83,21 @@ def test_missing_binaries_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.
         "initdb and pg_ctl on PATH"
     ]
     assert "Traceback" not in result.output
+
+
+def test_a_port_someone_listens_on_is_not_free_but_a_closed_one_is() -> None:
+    """The port probe refuses a port with a live listener and accepts it once the listener is gone."""
+    import socket
+
+    from clinicdb.devcluster.cluster import _port_free
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        assert not _port_free(port)
+    finally:
+        listener.close()
+    assert _port_free(port)

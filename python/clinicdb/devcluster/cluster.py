@@ -68,7 +68,10 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """True when PostgreSQL could listen on port: probed with SO_REUSEADDR as the server binds, so a port
+    left in TIME_WAIT by a just-stopped server counts as free (a restart keeps its URL); a live listener does not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
