@@ -223,22 +223,9 @@ class AsyncClinicDB:
     ) -> T:
         """``await fn(cursor)`` in a read transaction, retried like ``ClinicDB.run_read``."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        token = self._read_token(after)
-        attempt = 1
-        while True:
-            try:
-                async with self._transaction(
-                    scope, read=True, token=token, isolation=isolation, row_factory=row_factory
-                ) as c:
-                    return await fn(c)
-            except Exception as exc:
-                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=True):
-                    raise
-                self._metrics.retry("read")
-                await asyncio.sleep(
-                    _retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff)
-                )
-                attempt += 1
+        return await self._run(
+            fn, scope, read=True, token=self._read_token(after), isolation=isolation, row_factory=row_factory
+        )
 
     async def run_write(
         self,
@@ -253,17 +240,30 @@ class AsyncClinicDB:
     ) -> T:
         """``await fn(cursor)`` in a write transaction, retried like ``ClinicDB.run_write``."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+        return await self._run(fn, scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
+
+    async def _run(
+        self,
+        fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]],
+        scope: Scope,
+        *,
+        read: bool,
+        token: CausalToken | None,
+        isolation: str | None,
+        row_factory: AsyncRowFactory[Any] | None,
+    ) -> T:
+        """The retry loop of run_read/run_write: whole transactions, jittered capped back-off."""
         attempt = 1
         while True:
             try:
                 async with self._transaction(
-                    scope, read=False, token=None, isolation=isolation, row_factory=row_factory
+                    scope, read=read, token=token, isolation=isolation, row_factory=row_factory
                 ) as c:
                     return await fn(c)
             except Exception as exc:
-                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=False):
+                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=read):
                     raise
-                self._metrics.retry("write")
+                self._metrics.retry("read" if read else "write")
                 await asyncio.sleep(
                     _retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff)
                 )

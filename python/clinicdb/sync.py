@@ -238,20 +238,9 @@ class ClinicDB:
     ) -> T:
         """``fn(cursor)`` in a read transaction, run again on 40001/40P01 or a lost connection; returns its result."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        token = self._read_token(after)
-        attempt = 1
-        while True:
-            try:
-                with self._transaction(
-                    scope, read=True, token=token, isolation=isolation, row_factory=row_factory
-                ) as c:
-                    return fn(c)
-            except Exception as exc:
-                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=True):
-                    raise
-                self._metrics.retry("read")
-                time.sleep(_retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff))
-                attempt += 1
+        return self._run(
+            fn, scope, read=True, token=self._read_token(after), isolation=isolation, row_factory=row_factory
+        )
 
     def run_write(
         self,
@@ -271,17 +260,30 @@ class ClinicDB:
         ``CommitOutcomeUnknown`` and is never retried.
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+        return self._run(fn, scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
+
+    def _run(
+        self,
+        fn: Callable[[psycopg.Cursor[Any]], T],
+        scope: Scope,
+        *,
+        read: bool,
+        token: CausalToken | None,
+        isolation: str | None,
+        row_factory: RowFactory[Any] | None,
+    ) -> T:
+        """The retry loop of run_read/run_write: whole transactions, jittered capped back-off."""
         attempt = 1
         while True:
             try:
                 with self._transaction(
-                    scope, read=False, token=None, isolation=isolation, row_factory=row_factory
+                    scope, read=read, token=token, isolation=isolation, row_factory=row_factory
                 ) as c:
                     return fn(c)
             except Exception as exc:
-                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=False):
+                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=read):
                     raise
-                self._metrics.retry("write")
+                self._metrics.retry("read" if read else "write")
                 time.sleep(_retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff))
                 attempt += 1
 
