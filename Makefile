@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CLINICDB := $(BIN)/clinicdb
 
-.PHONY: default demo test test-pgtap test-py lint bench system-deps venv down clean
+.PHONY: default demo test test-pgtap test-py lint generate bench system-deps venv down clean
 
 default: test lint
 
@@ -24,11 +24,16 @@ test-pgtap: venv
 test-py: venv
 	$(BIN)/pytest
 
-# The checkers pre-commit runs too.
+# The checkers pre-commit runs too; the last one fails when sync.py is not generated from asyncio.py.
 lint: venv
-	$(BIN)/ruff check python cli tests/py bench migrations tests/run_pgtap.py
-	$(BIN)/ruff format --check python cli tests/py bench migrations tests/run_pgtap.py
+	$(BIN)/ruff check python cli tests/py bench migrations tools tests/run_pgtap.py
+	$(BIN)/ruff format --check python cli tests/py bench migrations tools tests/run_pgtap.py
 	$(BIN)/mypy python cli
+	$(BIN)/python tools/async_to_sync.py --check
+
+# The sync driver (python/clinicdb/sync.py) from the async one (asyncio.py, the source).
+generate: venv
+	$(BIN)/python tools/async_to_sync.py
 
 # Benchmarks: ratios against a baseline measured in the same run.
 bench: venv

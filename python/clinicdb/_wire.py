@@ -10,6 +10,13 @@ replay position for free (``pg_last_wal_replay_lsn()`` is NULL on a primary).
 Closing a write: ``COMMIT`` and ``select pg_current_wal_insert_lsn()`` travel
 together, so the causal token costs no round trip either.
 
+Every closing flight (commit or rollback, read or write) also carries
+``CLOSE ALL`` and ``DISCARD TEMP``: a ``WITH HOLD`` cursor or a temporary
+table the app made (temporary tables have no row level security) must not
+survive into the next clinic's transaction on the same pooled connection.
+Before ``COMMIT`` they are part of the transaction; after ``ROLLBACK`` they
+run on their own, for what an earlier commit inside the block left.
+
 The generators here are shared by the sync and async drivers: each runs them
 with its connection's ``wait()`` (see docs/driver.md for the measurements that
 chose this form).
@@ -31,7 +38,16 @@ from clinicdb._scope import Scope
 Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None]
 
 _FIXED = ("app.clinic_id", "app.user_id", "app.request_id", "statement_timeout", "idle_in_transaction_session_timeout")
-COMMIT_WITH_TOKEN: list[Command] = [(b"q", b"commit", None), (b"q", b"select pg_current_wal_insert_lsn()::text", None)]
+# Session state that could carry one clinic's rows into another's transaction.
+CLEAN_SESSION: list[Command] = [(b"q", b"close all", None), (b"q", b"discard temp", None)]
+COMMIT_READ: list[Command] = [*CLEAN_SESSION, (b"q", b"commit", None)]
+# The token is the last result.
+COMMIT_WITH_TOKEN: list[Command] = [
+    *CLEAN_SESSION,
+    (b"q", b"commit", None),
+    (b"q", b"select pg_current_wal_insert_lsn()::text", None),
+]
+ROLLBACK: list[Command] = [(b"q", b"rollback", None), *CLEAN_SESSION]
 REPLAY_LSN = b"select pg_last_wal_replay_lsn()::text"
 
 _ISOLATION = {

@@ -1,14 +1,18 @@
-"""``AsyncClinicDB``: the driver over psycopg's ``AsyncConnectionPool`` (asyncio).
+"""The clinicdb driver: ``AsyncClinicDB`` over psycopg's ``AsyncConnectionPool``.
 
-The same behaviour as ``ClinicDB`` (sync.py): validation, the opening and
-closing flights, routing, retries and metrics come from the same shared
-modules; only the waiting differs. Keep the two files in step: the test suite
-runs every driver test against both (tests/py/test_driver.py).
+Policy lives in the shared modules (``_scope`` validates, ``_wire`` builds the
+opening and closing flights, ``_routing`` picks servers, ``_retry`` decides
+what may run again, ``metrics`` counts); the driver only does the I/O.
+
+asyncio.py is the source of both drivers: sync.py is generated from it by
+tools/async_to_sync.py (``make generate``), and ``make lint`` fails when the
+two differ. In asyncio.py a line ending in ``# NOSYNC`` is async-only, and a
+``# sync: ...`` comment line is sync-only code.
 """
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # NOSYNC
 import contextlib
 import logging
 import time
@@ -47,6 +51,7 @@ from clinicdb.health import acheck_server, describe_url, summarize
 from clinicdb.metrics import Metrics
 from clinicdb.settings import env
 
+# sync: import threading
 logger = logging.getLogger("clinicdb.driver")
 T = TypeVar("T")
 AConn = psycopg.AsyncConnection[Any]
@@ -58,13 +63,18 @@ class _AsyncServer:
 
 
 class AsyncClinicDB:
-    """``ClinicDB`` for asyncio: the same methods, awaited.
+    """One object for a multi-tenant app: clinic-scoped transactions, read routing, retries, health, metrics.
 
     Example::
 
-        async with AsyncClinicDB.from_env() as db:
-            async with db.read(clinic_id) as cur:
-                await cur.execute("select count(*) from patients")
+        async with AsyncClinicDB.from_env() as db:  # CLINICDB_DATABASE_URL, CLINICDB_REPLICA_URLS
+            async with db.write(clinic_id, user_id="dr-lee") as cur:
+                await cur.execute("insert into patients (mrn, given_name, family_name) values ('N-9', 'Ann', 'Lee')")
+            async with db.read(clinic_id) as cur:  # a replica that has replayed the write, else the primary
+                await cur.execute("select * from patients where mrn = %s", ("N-9",))
+
+    Connect as a login that is a member of ``clinicdb_app``: a superuser or
+    BYPASSRLS login is refused with ``UnsafeLogin`` (RLS would not apply).
     """
 
     def __init__(
@@ -73,13 +83,14 @@ class AsyncClinicDB:
         replica_urls: Sequence[str] = (),
         *,
         config: DriverConfig | None = None,
+        # sync: open: bool = True,
         unsafe_allow_rls_bypass_login: bool = False,
         **settings: Any,
     ) -> None:
         check_urls(primary_url, replica_urls)
+        self.config = DriverConfig.from_env(**settings) if config is None else config
         if config is not None and settings:
             raise TypeError("pass either config= or individual settings, not both")
-        self.config = DriverConfig.from_env(**settings) if config is None else config
         cfg = self.config
         self._allow_bypass = unsafe_allow_rls_bypass_login
         self._refusal: UnsafeLogin | None = None
@@ -93,20 +104,28 @@ class AsyncClinicDB:
             max_backoff=cfg.breaker_max_backoff,
         )
         self._metrics = Metrics(cfg.slow_transaction)
-        self._token: ContextVar[CausalToken | None] = ContextVar(f"clinicdb_atoken_{id(self)}", default=None)
+        self._token: ContextVar[CausalToken | None] = ContextVar(f"clinicdb_token_{id(self)}", default=None)
         self._health: dict[str, Any] | None = None
         self._health_at = 0.0
-        self._health_lock = asyncio.Lock()
-        self._monitor: asyncio.Task[None] | None = None
+        self._health_lock = asyncio.Lock()  # NOSYNC
+        self._monitor: asyncio.Task[None] | None = None  # NOSYNC
+        # sync: self._health_lock = threading.Lock()
+        # sync: self._closing = threading.Event()
+        # sync: self._monitor: threading.Thread | None = None
         self._monitor_conns: dict[int, AConn | None] = {}
         self._primary_monitor: AConn | None = None
         self._opened = False
         self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._prepared: weakref.WeakKeyDictionary[AConn, set[bytes]] = weakref.WeakKeyDictionary()
+        # sync: if open:
+        # sync:     self.open()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncClinicDB:
-        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` and ``CLINICDB_*`` settings; then ``open()``."""
+        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` (comma-separated) and ``CLINICDB_*`` settings.
+
+        Opened by ``open()`` or the context manager (the sync driver also opens on creation unless ``open=False``).
+        """
         primary = env("CLINICDB_DATABASE_URL")
         if not primary:
             raise ValueError('CLINICDB_DATABASE_URL is not set: export it, or run eval "$(clinicdb dev env)"')
@@ -125,7 +144,7 @@ class AsyncClinicDB:
             kwargs=pool_kwargs(self.config),
             configure=self._configure,
             open=False,
-            name=f"clinicdb-async-{name}",
+            name=f"clinicdb-{name}",
         )
         return pool
 
@@ -135,22 +154,26 @@ class AsyncClinicDB:
         if self._opened:
             return
         timeout = max(1, round(self.config.health_timeout))
-        conn = await psycopg.AsyncConnection.connect(self.primary.url, connect_timeout=timeout)
-        async with conn:
+        async with await psycopg.AsyncConnection.connect(self.primary.url, connect_timeout=timeout) as conn:
             await self._configure(conn)
         for server in (self.primary, *self.replicas):
             await server.pool.open(wait=False)
         self._opened = True
         await self._check_replicas()
         if self.replicas:
-            self._monitor = asyncio.create_task(self._monitor_loop(), name="clinicdb-replica-check")
+            self._monitor = asyncio.create_task(self._monitor_loop(), name="clinicdb-replica-check")  # NOSYNC
+            # sync: self._monitor = threading.Thread(target=self._monitor_loop, name="clinicdb-replica-check")
+            # sync: self._monitor.daemon = True
+            # sync: self._monitor.start()
 
     async def close(self) -> None:
         """Stop the background check and close every pool (idempotent)."""
+        # sync: self._closing.set()
         if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+            self._monitor.cancel()  # NOSYNC
+            with contextlib.suppress(asyncio.CancelledError):  # NOSYNC
+                await self._monitor  # NOSYNC
+            # sync: self._monitor.join(timeout=10)
             self._monitor = None
         for conn in (*self._monitor_conns.values(), self._primary_monitor):
             if conn is not None:
@@ -190,7 +213,12 @@ class AsyncClinicDB:
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
     ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
-        """A read-only transaction for one clinic on a fit replica (or the primary); see ``ClinicDB.read``."""
+        """A read-only transaction for one clinic, on a fit replica (or the primary); yields a cursor.
+
+        ``after`` (and, with read-your-writes on, this caller's last write)
+        sends the read only where that write is visible. Not retried: use
+        ``run_read`` for that.
+        """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         token = self._read_token(after)
         return self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory)
@@ -205,7 +233,11 @@ class AsyncClinicDB:
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
     ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
-        """A transaction for one clinic on the primary; see ``ClinicDB.write``."""
+        """A transaction for one clinic on the primary; yields a cursor, commits when the block ends.
+
+        After it, ``last_write_token()`` is the causal token of this commit.
+        Not retried: use ``run_write`` for that.
+        """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         return self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
 
@@ -221,7 +253,7 @@ class AsyncClinicDB:
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
     ) -> T:
-        """``await fn(cursor)`` in a read transaction, retried like ``ClinicDB.run_read``."""
+        """``fn(cursor)`` in a read transaction, run again on 40001/40P01 or a lost connection; returns its result."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         return await self._run(
             fn, scope, read=True, token=self._read_token(after), isolation=isolation, row_factory=row_factory
@@ -238,7 +270,12 @@ class AsyncClinicDB:
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
     ) -> T:
-        """``await fn(cursor)`` in a write transaction, retried like ``ClinicDB.run_write``."""
+        """``fn(cursor)`` in a write transaction, run again on 40001/40P01; returns its result.
+
+        ``fn`` may run more than once: keep side effects outside the database
+        out of it. A commit whose outcome is unknown raises
+        ``CommitOutcomeUnknown`` and is never retried.
+        """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         return await self._run(fn, scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
 
@@ -280,13 +317,16 @@ class AsyncClinicDB:
         request_id: str | None = None,
         settings: Mapping[str, str] | None = None,
     ) -> int:
-        """Bulk load for one clinic: COPY to a temp table, one INSERT ... SELECT; see ``ClinicDB.copy_rows``."""
+        """Load ``rows`` into ``table`` for one clinic in one transaction: COPY to a temp table, one INSERT ... SELECT.
+
+        Policies and triggers apply as to any insert. Returns the number of rows inserted. Not retried.
+        """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         _bulk.table_identifier(table)
         _bulk.column_identifiers(columns)
         async with self._transaction(scope, read=False, token=None, isolation=None, row_factory=None) as cur:
-            cur2 = await cur.execute(_bulk.HAS_CLINIC_ID, (table,))
-            has = await cur2.fetchone()
+            await cur.execute(_bulk.HAS_CLINIC_ID, (table,))
+            has = await cur.fetchone()
             fill = bool(has and has[0]) and "clinic_id" not in columns
             create, copy_sql, insert = _bulk.statements(table, columns, fill_clinic_id=fill)
             await cur.execute(create)
@@ -297,7 +337,7 @@ class AsyncClinicDB:
             return cur.rowcount
 
     def last_write_token(self) -> CausalToken | None:
-        """The causal token of this caller's (task's) latest write through this object."""
+        """The causal token of this caller's (thread's or task's) latest write through this object."""
         return self._token.get()
 
     def _read_token(self, after: CausalToken | None) -> CausalToken | None:
@@ -337,13 +377,17 @@ class AsyncClinicDB:
                 self._replica_failed(self.replicas.index(server), exc)
             if not conn.broken and not conn.closed:
                 with contextlib.suppress(psycopg.Error):
-                    await conn.rollback()
+                    await self._flight(conn, _wire.ROLLBACK)
             raise
         finally:
             await self._put(server, conn)
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
             )
+
+    async def _flight(self, conn: AConn, commands: Sequence[_wire.Command]) -> list[pq.abc.PGresult]:
+        async with conn.lock:
+            return await conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
 
     async def _getconn(self, server: _AsyncServer, timeout: float) -> AConn:
         try:
@@ -360,10 +404,9 @@ class AsyncClinicDB:
         for attempt in (1, 2):
             need = opening.prepared and opening.name not in prepared
             try:
-                async with conn.lock:
-                    commands = opening.commands(prepare=need)
-                    results = await conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
+                results = await self._flight(conn, opening.commands(prepare=need))
             except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement) as exc:
+                # Someone (DISCARD ALL, a pooler) changed the session's prepared statements: resync once.
                 await conn.rollback()
                 if attempt == 2:
                     raise
@@ -375,6 +418,7 @@ class AsyncClinicDB:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _open_primary(self, opening: Opening) -> AConn:
+        # A pooled connection may be dead (primary restarted): nothing of the caller has run yet, so take another.
         for attempt in range(primary_reopen_attempts(self.config)):
             conn = await self._getconn(self.primary, self.config.acquire_timeout)
             try:
@@ -431,9 +475,7 @@ class AsyncClinicDB:
         if replay is not None:
             self.router.observe_replay(index, parse_lsn(replay))
         if wait_for is not None and not await self._wait_replay(conn, replay, wait_for):
-            with contextlib.suppress(psycopg.Error):
-                await conn.rollback()
-            await self._put(server, conn)
+            await self._release_failed(server, conn)
             return None
         return conn
 
@@ -474,21 +516,25 @@ class AsyncClinicDB:
 
     async def _commit_read(self, conn: AConn) -> None:
         # A read changes nothing: a caught error inside the block just means rolling back.
-        if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
-            await conn.rollback()
-        else:
-            await conn.commit()
+        status = conn.pgconn.transaction_status
+        if status == pq.TransactionStatus.INERROR:
+            await self._flight(conn, _wire.ROLLBACK)
+        elif status == pq.TransactionStatus.INTRANS:
+            await self._flight(conn, _wire.COMMIT_READ)
+        else:  # the block ended the transaction itself: still leave nothing behind
+            await self._flight(conn, _wire.CLEAN_SESSION)
 
     async def _commit_write(self, conn: AConn) -> None:
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
-            await conn.rollback()
+            await self._flight(conn, _wire.ROLLBACK)
             raise aborted_error()
         if status != pq.TransactionStatus.INTRANS:
+            # The block ended the transaction itself: nothing to commit, still leave nothing behind.
+            await self._flight(conn, _wire.CLEAN_SESSION)
             return
         try:
-            async with conn.lock:
-                results = await conn.wait(_wire.flight(conn.pgconn, _wire.COMMIT_WITH_TOKEN, conn.info.encoding))
+            results = await self._flight(conn, _wire.COMMIT_WITH_TOKEN)
         except psycopg.Error as exc:
             if _retry.connection_lost(exc) or conn.broken:
                 self._metrics.commit_unknown()
@@ -497,18 +543,23 @@ class AsyncClinicDB:
                     " check before repeating it (it was not retried)"
                 ) from exc
             raise
-        lsn = _wire.text_value(results[1], 0)
+        lsn = _wire.text_value(results[-1], 0)
         if lsn is not None:
             token = CausalToken(parse_lsn(lsn))
             self._token.set(later(self._token.get(), token))
 
     # -- replica checks -----------------------------------------------------------
+    async def _pause(self, seconds: float) -> bool:
+        """Wait between replica checks; False once the driver is closing (the async one is cancelled instead)."""
+        await asyncio.sleep(seconds)  # NOSYNC
+        return True  # NOSYNC
+        # sync: return not self._closing.wait(seconds)
+
     async def _monitor_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.replica_check_interval)
+        while await self._pause(self.config.replica_check_interval):
             try:
                 await self._check_replicas()
-            except Exception:
+            except Exception:  # keep checking whatever happens; reads must not depend on this loop
                 logger.exception("clinicdb: replica check failed")
 
     async def _check_replicas(self) -> None:
@@ -531,6 +582,8 @@ class AsyncClinicDB:
         for index, server in enumerate(self.replicas):
             if not self.router.due_for_check(index):
                 continue
+            # sync: if self._closing.is_set():
+            # sync:     return
             was_open = self.router.replicas[index].breaker_open
             conn = self._monitor_conns.get(index)
             try:
@@ -557,14 +610,15 @@ class AsyncClinicDB:
 
     # -- health and metrics -------------------------------------------------------
     async def health(self) -> dict[str, Any]:
-        """Per server up/down, latency, replica lag, overall status (cached a few seconds); see ``ClinicDB.health``."""
+        """Per server up/down, latency, replica lag, and overall healthy/degraded/down (cached a few seconds)."""
         async with self._health_lock:
             now = time.monotonic()
             if self._health is None or now - self._health_at > self.config.health_cache:
                 timeout = self.config.health_timeout
                 checks = [acheck_server("primary", "primary", self.primary.url, timeout)]
                 checks += [acheck_server(r.name, "replica", r.url, timeout) for r in self.replicas]
-                servers = list(await asyncio.gather(*checks))
+                servers = list(await asyncio.gather(*checks))  # NOSYNC
+                # sync: servers = checks
                 self._health = summarize(servers, max_lag=self.config.max_replica_lag)
                 self._health_at = now
             result = dict(self._health)
@@ -572,7 +626,7 @@ class AsyncClinicDB:
         return result
 
     def metrics(self) -> dict[str, Any]:
-        """Pool stats, per-route counts and latencies, retries, failovers; see ``ClinicDB.metrics``."""
+        """Pool stats per server, per-route counts and p50/p95/p99, retries, failovers, slow transactions."""
         snapshot = self._metrics.snapshot()
         snapshot["pools"] = {s.name: s.pool.get_stats() for s in (self.primary, *self.replicas)}
         snapshot["replicas"] = self.router.snapshot()

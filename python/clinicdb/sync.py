@@ -1,9 +1,15 @@
-"""``ClinicDB``: the driver over psycopg's ``ConnectionPool`` (threads).
+# Generated from python/clinicdb/asyncio.py by tools/async_to_sync.py: do not edit.
+# Change asyncio.py, then run `make generate` (`make lint` fails when the two differ).
+"""The clinicdb driver: ``ClinicDB`` over psycopg's ``ConnectionPool``.
 
 Policy lives in the shared modules (``_scope`` validates, ``_wire`` builds the
 opening and closing flights, ``_routing`` picks servers, ``_retry`` decides
-what may run again, ``metrics`` counts); this module and ``asyncio.py`` only
-do the I/O, one with threads and one with coroutines.
+what may run again, ``metrics`` counts); the driver only does the I/O.
+
+asyncio.py is the source of both drivers: sync.py is generated from it by
+tools/async_to_sync.py (``make generate``), and ``make lint`` fails when the
+two differ. In asyncio.py a line ending in ``# NOSYNC`` is async-only, and a
+``# sync: ...`` comment line is sync-only code.
 """
 
 from __future__ import annotations
@@ -62,11 +68,11 @@ class ClinicDB:
 
     Example::
 
-        db = ClinicDB.from_env()          # CLINICDB_DATABASE_URL, CLINICDB_REPLICA_URLS
-        with db.write(clinic_id, user_id="dr-lee") as cur:
-            cur.execute("insert into patients (mrn, given_name, family_name) values ('N-9', 'Ann', 'Lee')")
-        with db.read(clinic_id) as cur:   # a replica that has replayed the write, else the primary
-            cur.execute("select * from patients where mrn = %s", ("N-9",))
+        with ClinicDB.from_env() as db:  # CLINICDB_DATABASE_URL, CLINICDB_REPLICA_URLS
+            with db.write(clinic_id, user_id="dr-lee") as cur:
+                cur.execute("insert into patients (mrn, given_name, family_name) values ('N-9', 'Ann', 'Lee')")
+            with db.read(clinic_id) as cur:  # a replica that has replayed the write, else the primary
+                cur.execute("select * from patients where mrn = %s", ("N-9",))
 
     Connect as a login that is a member of ``clinicdb_app``: a superuser or
     BYPASSRLS login is refused with ``UnsafeLogin`` (RLS would not apply).
@@ -115,7 +121,10 @@ class ClinicDB:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ClinicDB:
-        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` (comma-separated) and ``CLINICDB_*`` settings."""
+        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` (comma-separated) and ``CLINICDB_*`` settings.
+
+        Opened by ``open()`` or the context manager (the sync driver also opens on creation unless ``open=False``).
+        """
         primary = env("CLINICDB_DATABASE_URL")
         if not primary:
             raise ValueError('CLINICDB_DATABASE_URL is not set: export it, or run eval "$(clinicdb dev env)"')
@@ -143,14 +152,16 @@ class ClinicDB:
         """Check the login, open the pools, measure the replicas once, start the background check."""
         if self._opened:
             return
-        with psycopg.connect(self.primary.url, connect_timeout=max(1, round(self.config.health_timeout))) as conn:
+        timeout = max(1, round(self.config.health_timeout))
+        with psycopg.Connection.connect(self.primary.url, connect_timeout=timeout) as conn:
             self._configure(conn)
         for server in (self.primary, *self.replicas):
             server.pool.open(wait=False)
         self._opened = True
         self._check_replicas()
         if self.replicas:
-            self._monitor = threading.Thread(target=self._monitor_loop, name="clinicdb-replica-check", daemon=True)
+            self._monitor = threading.Thread(target=self._monitor_loop, name="clinicdb-replica-check")
+            self._monitor.daemon = True
             self._monitor.start()
 
     def close(self) -> None:
@@ -176,7 +187,8 @@ class ClinicDB:
         self.close()
 
     def _configure(self, conn: Conn) -> None:
-        row = conn.execute(_login.BYPASS_SQL).fetchone()
+        cur = conn.execute(_login.BYPASS_SQL)
+        row = cur.fetchone()
         conn.rollback()
         try:
             _login.judge(row, server=describe_url(conn.info.dsn), allow=self._allow_bypass)
@@ -306,7 +318,8 @@ class ClinicDB:
         _bulk.table_identifier(table)
         _bulk.column_identifiers(columns)
         with self._transaction(scope, read=False, token=None, isolation=None, row_factory=None) as cur:
-            has = cur.execute(_bulk.HAS_CLINIC_ID, (table,)).fetchone()
+            cur.execute(_bulk.HAS_CLINIC_ID, (table,))
+            has = cur.fetchone()
             fill = bool(has and has[0]) and "clinic_id" not in columns
             create, copy_sql, insert = _bulk.statements(table, columns, fill_clinic_id=fill)
             cur.execute(create)
@@ -357,13 +370,17 @@ class ClinicDB:
                 self._replica_failed(self.replicas.index(server), exc)
             if not conn.broken and not conn.closed:
                 with contextlib.suppress(psycopg.Error):
-                    conn.rollback()
+                    self._flight(conn, _wire.ROLLBACK)
             raise
         finally:
             self._put(server, conn)
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
             )
+
+    def _flight(self, conn: Conn, commands: Sequence[_wire.Command]) -> list[pq.abc.PGresult]:
+        with conn.lock:
+            return conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
 
     def _getconn(self, server: _Server, timeout: float) -> Conn:
         try:
@@ -380,8 +397,7 @@ class ClinicDB:
         for attempt in (1, 2):
             need = opening.prepared and opening.name not in prepared
             try:
-                with conn.lock:
-                    results = conn.wait(_wire.flight(conn.pgconn, opening.commands(prepare=need), conn.info.encoding))
+                results = self._flight(conn, opening.commands(prepare=need))
             except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement) as exc:
                 # Someone (DISCARD ALL, a pooler) changed the session's prepared statements: resync once.
                 conn.rollback()
@@ -452,9 +468,7 @@ class ClinicDB:
         if replay is not None:
             self.router.observe_replay(index, parse_lsn(replay))
         if wait_for is not None and not self._wait_replay(conn, replay, wait_for):
-            with contextlib.suppress(psycopg.Error):
-                conn.rollback()
-            self._put(server, conn)
+            self._release_failed(server, conn)
             return None
         return conn
 
@@ -466,7 +480,8 @@ class ClinicDB:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.002)
-            row = conn.execute(_wire.REPLAY_LSN).fetchone()
+            cur = conn.execute(_wire.REPLAY_LSN)
+            row = cur.fetchone()
             replay = row[0] if row else None
 
     def _put(self, server: _Server, conn: Conn) -> None:
@@ -494,21 +509,25 @@ class ClinicDB:
 
     def _commit_read(self, conn: Conn) -> None:
         # A read changes nothing: a caught error inside the block just means rolling back.
-        if conn.pgconn.transaction_status == pq.TransactionStatus.INERROR:
-            conn.rollback()
-        else:
-            conn.commit()
+        status = conn.pgconn.transaction_status
+        if status == pq.TransactionStatus.INERROR:
+            self._flight(conn, _wire.ROLLBACK)
+        elif status == pq.TransactionStatus.INTRANS:
+            self._flight(conn, _wire.COMMIT_READ)
+        else:  # the block ended the transaction itself: still leave nothing behind
+            self._flight(conn, _wire.CLEAN_SESSION)
 
     def _commit_write(self, conn: Conn) -> None:
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
-            conn.rollback()
+            self._flight(conn, _wire.ROLLBACK)
             raise aborted_error()
         if status != pq.TransactionStatus.INTRANS:
-            return  # the block ended the transaction itself; nothing to commit
+            # The block ended the transaction itself: nothing to commit, still leave nothing behind.
+            self._flight(conn, _wire.CLEAN_SESSION)
+            return
         try:
-            with conn.lock:
-                results = conn.wait(_wire.flight(conn.pgconn, _wire.COMMIT_WITH_TOKEN, conn.info.encoding))
+            results = self._flight(conn, _wire.COMMIT_WITH_TOKEN)
         except psycopg.Error as exc:
             if _retry.connection_lost(exc) or conn.broken:
                 self._metrics.commit_unknown()
@@ -517,17 +536,21 @@ class ClinicDB:
                     " check before repeating it (it was not retried)"
                 ) from exc
             raise
-        lsn = _wire.text_value(results[1], 0)
+        lsn = _wire.text_value(results[-1], 0)
         if lsn is not None:
             token = CausalToken(parse_lsn(lsn))
             self._token.set(later(self._token.get(), token))
 
     # -- replica checks -----------------------------------------------------------
+    def _pause(self, seconds: float) -> bool:
+        """Wait between replica checks; False once the driver is closing (the async one is cancelled instead)."""
+        return not self._closing.wait(seconds)
+
     def _monitor_loop(self) -> None:
-        while not self._closing.wait(self.config.replica_check_interval):
+        while self._pause(self.config.replica_check_interval):
             try:
                 self._check_replicas()
-            except Exception:  # keep checking whatever happens; reads must not depend on this thread
+            except Exception:  # keep checking whatever happens; reads must not depend on this loop
                 logger.exception("clinicdb: replica check failed")
 
     def _check_replicas(self) -> None:
@@ -536,8 +559,11 @@ class ClinicDB:
         timeout = max(1, round(self.config.health_timeout))
         try:
             if self._primary_monitor is None or self._primary_monitor.closed:
-                self._primary_monitor = psycopg.connect(self.primary.url, autocommit=True, connect_timeout=timeout)
-            row = self._primary_monitor.execute("select pg_current_wal_lsn()::text").fetchone()
+                self._primary_monitor = psycopg.Connection.connect(
+                    self.primary.url, autocommit=True, connect_timeout=timeout
+                )
+            cur = self._primary_monitor.execute("select pg_current_wal_lsn()::text")
+            row = cur.fetchone()
             if row and row[0]:
                 self.router.observe_primary(parse_lsn(row[0]))
         except psycopg.Error:
@@ -545,15 +571,18 @@ class ClinicDB:
                 self._primary_monitor.close()
             self._primary_monitor = None
         for index, server in enumerate(self.replicas):
-            if self._closing.is_set() or not self.router.due_for_check(index):
+            if not self.router.due_for_check(index):
                 continue
+            if self._closing.is_set():
+                return
             was_open = self.router.replicas[index].breaker_open
             conn = self._monitor_conns.get(index)
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(server.url, autocommit=True, connect_timeout=timeout)
+                    conn = psycopg.Connection.connect(server.url, autocommit=True, connect_timeout=timeout)
                     self._monitor_conns[index] = conn
-                found = conn.execute("select pg_last_wal_replay_lsn()::text, pg_is_in_recovery()").fetchone()
+                cur = conn.execute("select pg_last_wal_replay_lsn()::text, pg_is_in_recovery()")
+                found = cur.fetchone()
                 problem = monitor_row_problem(found)
                 if problem is not None:
                     self._replica_failed(index, RuntimeError(problem))
@@ -577,8 +606,9 @@ class ClinicDB:
             now = time.monotonic()
             if self._health is None or now - self._health_at > self.config.health_cache:
                 timeout = self.config.health_timeout
-                servers = [check_server("primary", "primary", self.primary.url, timeout)]
-                servers += [check_server(r.name, "replica", r.url, timeout) for r in self.replicas]
+                checks = [check_server("primary", "primary", self.primary.url, timeout)]
+                checks += [check_server(r.name, "replica", r.url, timeout) for r in self.replicas]
+                servers = checks
                 self._health = summarize(servers, max_lag=self.config.max_replica_lag)
                 self._health_at = now
             result = dict(self._health)

@@ -118,6 +118,37 @@ def test_pool_of_one_alternating_clinics_never_leaks(make_db: Make, clinic_pair:
     assert db.metrics()["pools"]["primary"]["connections_num"] == 1
 
 
+@pytest.mark.parametrize("ending", ["commit", "block-commits-itself", "error"])
+@pytest.mark.parametrize("kind", ["write", "read"])
+def test_pool_of_one_carries_no_held_cursor_or_temp_table_into_the_next_clinic(
+    make_db: Make, clinic_pair: Any, kind: str, ending: str
+) -> None:
+    """A WITH HOLD cursor or temporary table (no RLS) made for clinic A is gone when clinic B gets the connection.
+
+    However A's block ends: normal commit, a COMMIT the block ran itself, or an exception after a commit.
+    """
+    a, b = clinic_pair
+    db = make_db(replicas=[], min_size=1, max_size=1)
+    _add_patient(db, a, "HELD-A")
+    use = db.write if kind == "write" else db.read
+    with contextlib.suppress(RuntimeError), use(a) as cur:
+        if kind == "write":  # a read-only transaction cannot create tables, temporary ones included
+            cur.execute("create temporary table stash as select mrn from patients")
+        cur.execute("declare held cursor with hold for select mrn from patients")
+        if ending != "commit":
+            cur.execute("commit")
+        if ending == "error":
+            raise RuntimeError("the app fails after its own commit")
+    with db.read(b) as cur:
+        left = cur.execute(
+            "select (select count(*) from pg_cursors where name = 'held'), to_regclass('pg_temp.stash') is null"
+        ).fetchone()
+        assert left == (0, True), "clinic A's held cursor or temp table reached clinic B's transaction"
+        with pytest.raises(psycopg.errors.InvalidCursorName):
+            cur.execute("fetch all from held")
+    assert db.metrics()["pools"]["primary"]["connections_num"] == 1
+
+
 def test_reads_land_on_the_replica_and_writes_on_the_primary(db: Any, clinic_pair: Any) -> None:
     """Inside db.read pg_is_in_recovery() is true (a replica); inside db.write it is false (the primary)."""
     a, _b = clinic_pair
