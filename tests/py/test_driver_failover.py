@@ -58,19 +58,17 @@ def _until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _restart_on_same_port(monkeypatch: pytest.MonkeyPatch, servers: ServerSet) -> None:
-    # LocalCluster.start_server moves a server to a new port when its old one looks busy, and a port the
-    # server just left looks busy (TIME_WAIT) to a bind without SO_REUSEADDR, though PostgreSQL itself can
-    # bind it. The driver keeps its URLs, so restart where it was.
-    from clinicdb.devcluster import cluster as cluster_module
-
-    monkeypatch.setattr(cluster_module, "_port_free", lambda port: True)
+def _restart_on_same_port(servers: ServerSet) -> None:
+    # The driver keeps its URLs, so the replica must come back where it was (the port probe uses SO_REUSEADDR,
+    # so the port the server just left, in TIME_WAIT, still counts as free).
     assert servers.cluster is not None
+    before = servers.cluster.port("replica1")
     servers.cluster.start_server("replica1")
+    assert servers.cluster.port("replica1") == before, "the restarted replica moved to another port"
 
 
 def test_stopping_the_replica_mid_run_fails_no_read_and_starting_it_brings_reads_back(
-    failover_db: Any, own_servers: ServerSet, monkeypatch: pytest.MonkeyPatch
+    failover_db: Any, own_servers: ServerSet
 ) -> None:
     """Reads running while the replica stops move to the primary with zero failures, and return when it restarts."""
     db = failover_db
@@ -104,7 +102,7 @@ def test_stopping_the_replica_mid_run_fails_no_read_and_starting_it_brings_reads
         assert metrics["breaker_trips"] >= 1
     finally:
         if cluster.pid("replica1") is None:
-            _restart_on_same_port(monkeypatch, own_servers)
+            _restart_on_same_port(own_servers)
     mark = len(seen)
     _until(lambda: any(seen[mark:]), 30, "reads back on the replica after restart")
     stop.set()
