@@ -7,10 +7,13 @@ twice, one Sync), so setting the clinic costs no round trip beyond the BEGIN
 psycopg would have waited for anyway. The same flight reads the replica's
 replay position for free (``pg_last_wal_replay_lsn()`` is NULL on a primary).
 
-Closing a write: ``COMMIT`` and ``select pg_current_wal_insert_lsn()`` travel
-together, so the causal token costs no round trip either.
+Closing: one simple-query message (no parameters to carry, so no pipeline),
+sent and read by psycopg's own C generator, which costs less client CPU than
+a pipeline. A write's ``COMMIT`` is followed by ``select
+pg_current_wal_insert_lsn()`` in the same message, so the causal token costs
+no round trip either.
 
-Every closing flight (commit or rollback, read or write) also carries
+Every closing message (commit or rollback, read or write) also carries
 ``CLOSE ALL`` and ``DISCARD TEMP``: a ``WITH HOLD`` cursor or a temporary
 table the app made (temporary tables have no row level security) must not
 survive into the next clinic's transaction on the same pooled connection.
@@ -28,7 +31,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from psycopg import errors as e
-from psycopg import pq
+from psycopg import generators, pq
 from psycopg.abc import PQGen
 from psycopg.waiting import Ready, Wait
 
@@ -38,16 +41,12 @@ from clinicdb._scope import Scope
 Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None]
 
 _FIXED = ("app.clinic_id", "app.user_id", "app.request_id", "statement_timeout", "idle_in_transaction_session_timeout")
-# Session state that could carry one clinic's rows into another's transaction.
-CLEAN_SESSION: list[Command] = [(b"q", b"close all", None), (b"q", b"discard temp", None)]
-COMMIT_READ: list[Command] = [*CLEAN_SESSION, (b"q", b"commit", None)]
-# The token is the last result.
-COMMIT_WITH_TOKEN: list[Command] = [
-    *CLEAN_SESSION,
-    (b"q", b"commit", None),
-    (b"q", b"select pg_current_wal_insert_lsn()::text", None),
-]
-ROLLBACK: list[Command] = [(b"q", b"rollback", None), *CLEAN_SESSION]
+# Closing messages (simple query protocol, several statements each). CLEAN_SESSION drops the session state
+# that could carry one clinic's rows into another's transaction; COMMIT_WITH_TOKEN's last result is the token.
+CLEAN_SESSION = b"close all; discard temp"
+COMMIT_READ = CLEAN_SESSION + b"; commit"
+COMMIT_WITH_TOKEN = CLEAN_SESSION + b"; commit; select pg_current_wal_insert_lsn()::text"
+ROLLBACK = b"rollback; " + CLEAN_SESSION
 REPLAY_LSN = b"select pg_last_wal_replay_lsn()::text"
 
 _ISOLATION = {
@@ -145,6 +144,25 @@ def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) ->
     if len(results) != len(commands):
         raise e.OperationalError(f"expected {len(commands)} results in the pipeline, got {len(results)}")
     return results
+
+
+def closing(pgconn: pq.abc.PGconn, message: bytes) -> PQGen[list[pq.abc.PGresult]]:
+    """Send one closing message (simple query protocol); its results, one per statement.
+
+    psycopg's own (C) generator does the I/O. An error result stops the
+    server at that statement; ``raise_first_error`` turns it into an exception.
+    """
+    pgconn.send_query(message)
+    gen: PQGen[list[pq.abc.PGresult]] = generators.execute(pgconn)
+    return gen
+
+
+def raise_first_error(results: Sequence[pq.abc.PGresult], encoding: str) -> list[pq.abc.PGresult]:
+    """``results`` unchanged, or the first error among them raised as psycopg's exception."""
+    for res in results:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            raise e.error_from_result(res, encoding=encoding)
+    return list(results)
 
 
 def text_value(res: pq.abc.PGresult, column: int) -> str | None:

@@ -377,7 +377,7 @@ class AsyncClinicDB:
                 self._replica_failed(self.replicas.index(server), exc)
             if not conn.broken and not conn.closed:
                 with contextlib.suppress(psycopg.Error):
-                    await self._flight(conn, _wire.ROLLBACK)
+                    await self._close(conn, _wire.ROLLBACK)
             raise
         finally:
             await self._put(server, conn)
@@ -388,6 +388,11 @@ class AsyncClinicDB:
     async def _flight(self, conn: AConn, commands: Sequence[_wire.Command]) -> list[pq.abc.PGresult]:
         async with conn.lock:
             return await conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
+
+    async def _close(self, conn: AConn, message: bytes) -> list[pq.abc.PGresult]:
+        async with conn.lock:
+            results = await conn.wait(_wire.closing(conn.pgconn, message))
+        return _wire.raise_first_error(results, conn.info.encoding)
 
     async def _getconn(self, server: _AsyncServer, timeout: float) -> AConn:
         try:
@@ -518,23 +523,23 @@ class AsyncClinicDB:
         # A read changes nothing: a caught error inside the block just means rolling back.
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
-            await self._flight(conn, _wire.ROLLBACK)
+            await self._close(conn, _wire.ROLLBACK)
         elif status == pq.TransactionStatus.INTRANS:
-            await self._flight(conn, _wire.COMMIT_READ)
+            await self._close(conn, _wire.COMMIT_READ)
         else:  # the block ended the transaction itself: still leave nothing behind
-            await self._flight(conn, _wire.CLEAN_SESSION)
+            await self._close(conn, _wire.CLEAN_SESSION)
 
     async def _commit_write(self, conn: AConn) -> None:
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
-            await self._flight(conn, _wire.ROLLBACK)
+            await self._close(conn, _wire.ROLLBACK)
             raise aborted_error()
         if status != pq.TransactionStatus.INTRANS:
             # The block ended the transaction itself: nothing to commit, still leave nothing behind.
-            await self._flight(conn, _wire.CLEAN_SESSION)
+            await self._close(conn, _wire.CLEAN_SESSION)
             return
         try:
-            results = await self._flight(conn, _wire.COMMIT_WITH_TOKEN)
+            results = await self._close(conn, _wire.COMMIT_WITH_TOKEN)
         except psycopg.Error as exc:
             if _retry.connection_lost(exc) or conn.broken:
                 self._metrics.commit_unknown()

@@ -370,7 +370,7 @@ class ClinicDB:
                 self._replica_failed(self.replicas.index(server), exc)
             if not conn.broken and not conn.closed:
                 with contextlib.suppress(psycopg.Error):
-                    self._flight(conn, _wire.ROLLBACK)
+                    self._close(conn, _wire.ROLLBACK)
             raise
         finally:
             self._put(server, conn)
@@ -381,6 +381,11 @@ class ClinicDB:
     def _flight(self, conn: Conn, commands: Sequence[_wire.Command]) -> list[pq.abc.PGresult]:
         with conn.lock:
             return conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
+
+    def _close(self, conn: Conn, message: bytes) -> list[pq.abc.PGresult]:
+        with conn.lock:
+            results = conn.wait(_wire.closing(conn.pgconn, message))
+        return _wire.raise_first_error(results, conn.info.encoding)
 
     def _getconn(self, server: _Server, timeout: float) -> Conn:
         try:
@@ -511,23 +516,23 @@ class ClinicDB:
         # A read changes nothing: a caught error inside the block just means rolling back.
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
-            self._flight(conn, _wire.ROLLBACK)
+            self._close(conn, _wire.ROLLBACK)
         elif status == pq.TransactionStatus.INTRANS:
-            self._flight(conn, _wire.COMMIT_READ)
+            self._close(conn, _wire.COMMIT_READ)
         else:  # the block ended the transaction itself: still leave nothing behind
-            self._flight(conn, _wire.CLEAN_SESSION)
+            self._close(conn, _wire.CLEAN_SESSION)
 
     def _commit_write(self, conn: Conn) -> None:
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
-            self._flight(conn, _wire.ROLLBACK)
+            self._close(conn, _wire.ROLLBACK)
             raise aborted_error()
         if status != pq.TransactionStatus.INTRANS:
             # The block ended the transaction itself: nothing to commit, still leave nothing behind.
-            self._flight(conn, _wire.CLEAN_SESSION)
+            self._close(conn, _wire.CLEAN_SESSION)
             return
         try:
-            results = self._flight(conn, _wire.COMMIT_WITH_TOKEN)
+            results = self._close(conn, _wire.COMMIT_WITH_TOKEN)
         except psycopg.Error as exc:
             if _retry.connection_lost(exc) or conn.broken:
                 self._metrics.commit_unknown()
