@@ -8,7 +8,8 @@
    (the measurements behind docs/driver.md's choice), at 4 threads, each
    divided by the bare transaction: a separate ``execute(set_config)``,
    psycopg's pipeline mode, one simple-query message with literals, and the
-   driver's BEGIN + parameterised set_config in one libpq pipeline flight.
+   driver's BEGIN + parameterised set_config deferred into the first
+   statement's libpq pipeline flight (docs/driver.md).
 3. ``copy_rows`` of 100,000 patients versus row-by-row ``executemany`` in one
    write transaction (same rows per second; executemany loads 10,000 rows to
    keep the run short): target >= 10x.
@@ -147,7 +148,7 @@ def _opening_forms(url: str, clinic: uuid.UUID, ids: list[uuid.UUID], db: Clinic
         "separate": "separate execute(set_config)",
         "pipeline": "psycopg pipeline(set_config + select)",
         "literal": "one simple query 'begin; set_config(literals)'",
-        "driver": "driver: BEGIN + prepared set_config($n), one flight",
+        "driver": "driver: BEGIN + prepared set_config($n) + the SELECT, one flight",
     }
     ratios = []
     for kind, label in labels.items():

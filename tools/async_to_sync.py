@@ -50,6 +50,10 @@ RENAMES = {
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "_AsyncServer": "_Server",
+    "_AsyncClinicConnection": "_ClinicConnection",
+    "_AsyncClinicCursor": "_ClinicCursor",
+    "psycopg.AsyncTransaction": "psycopg.Transaction",
+    "psycopg.AsyncPipeline": "psycopg.Pipeline",
     "AConn": "Conn",
 }
 

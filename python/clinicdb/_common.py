@@ -41,6 +41,10 @@ class Opening:
             head.append((b"p", name, _wire.opening_query(self.extra)))
         return [*head, (b"e", name, self.params)]
 
+    def statements(self) -> list[tuple[bytes, list[bytes | None] | None]]:
+        """The flight as plain (unprepared) statements with their parameters."""
+        return [(self.begin, None), (_wire.opening_query(self.extra), self.params)]
+
     @property
     def name(self) -> bytes:
         return _wire.opening_name(self.extra)

@@ -27,8 +27,9 @@ chose this form).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 from psycopg import errors as e
 from psycopg import generators, pq
@@ -37,14 +38,18 @@ from psycopg.waiting import Ready, Wait
 
 from clinicdb._scope import Scope
 
-# (b"q", sql, params): an unnamed statement; (b"p", name, sql): prepare; (b"e", name, params): run a prepared one.
-Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None]
+# (b"q", sql, params): an unnamed statement; (b"p", name, sql): prepare; (b"e", name, params): run a prepared one;
+# or a function that sends one statement itself (the app's first statement, see _deferred).
+Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None] | Callable[[pq.abc.PGconn], Any]
+_COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
 
 _FIXED = ("app.clinic_id", "app.user_id", "app.request_id", "statement_timeout", "idle_in_transaction_session_timeout")
 # Closing messages (simple query protocol, several statements each). CLEAN_SESSION drops the session state
 # that could carry one clinic's rows into another's transaction; COMMIT_WITH_TOKEN's last result is the token.
 CLEAN_SESSION = b"close all; discard temp"
 COMMIT_READ = CLEAN_SESSION + b"; commit"
+# A hot standby cannot hold temporary tables, so a read there only closes cursors.
+COMMIT_STANDBY_READ = b"close all; commit"
 COMMIT_WITH_TOKEN = CLEAN_SESSION + b"; commit; select pg_current_wal_insert_lsn()::text"
 ROLLBACK = b"rollback; " + CLEAN_SESSION
 REPLAY_LSN = b"select pg_last_wal_replay_lsn()::text"
@@ -99,15 +104,23 @@ def opening_params(
     return [v.encode(encoding) for v in values]
 
 
-def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) -> PQGen[list[pq.abc.PGresult]]:
+def flight(
+    pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str, *, raise_errors: bool = True
+) -> PQGen[list[pq.abc.PGresult]]:
     """Send ``commands`` in one pipeline (one Sync) and return one result per command.
 
     Raises the first error the server returned (after draining the pipeline,
-    so the connection stays usable); connection loss raises OperationalError.
+    so the connection stays usable), unless ``raise_errors`` is false: then
+    the error and the PIPELINE_ABORTED results after it are returned.
+    Connection loss raises OperationalError.
     """
     pgconn.enter_pipeline_mode()
     try:
-        for op, first, second in commands:
+        for command in commands:
+            if callable(command):
+                command(pgconn)
+                continue
+            op, first, second = command
             if op == b"p":
                 assert isinstance(second, bytes)
                 pgconn.send_prepare(first, second)
@@ -134,13 +147,16 @@ def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) ->
                 continue
             if res.status == pq.ExecStatus.PIPELINE_SYNC:
                 break
+            if res.status in _COPY:
+                # libpq cannot leave COPY inside a pipeline: the connection is lost to the pool either way.
+                pgconn.finish()
+                raise e.NotSupportedError("COPY cannot run through execute() here: use cursor.copy()")
             results.append(res)
     finally:
         if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
             pgconn.exit_pipeline_mode()
-    for res in results:
-        if res.status == pq.ExecStatus.FATAL_ERROR:
-            raise e.error_from_result(res, encoding=encoding)
+    if raise_errors:
+        raise_first_error(results, encoding)
     if len(results) != len(commands):
         raise e.OperationalError(f"expected {len(commands)} results in the pipeline, got {len(results)}")
     return results

@@ -26,7 +26,7 @@ from psycopg import pq
 from psycopg.rows import AsyncRowFactory
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from clinicdb import _bulk, _login, _retry, _wire
+from clinicdb import _bulk, _deferred, _login, _retry, _wire
 from clinicdb._common import (
     ROUTE_PRIMARY,
     ROUTE_REPLICA,
@@ -34,13 +34,11 @@ from clinicdb._common import (
     aborted_error,
     check_urls,
     exhausted_message,
-    lsn_column,
     monitor_row_problem,
     pool_kwargs,
     primary_reopen_attempts,
     redacted_error,
     replica_names,
-    sync_prepared,
 )
 from clinicdb._config import DriverConfig
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
@@ -55,6 +53,29 @@ from clinicdb.settings import env
 logger = logging.getLogger("clinicdb.driver")
 T = TypeVar("T")
 AConn = psycopg.AsyncConnection[Any]
+
+
+class _AsyncClinicConnection(_deferred.DeferredOpeningConnection, psycopg.AsyncConnection[Any]):
+    """The pools' connections: whatever starts a transaction sends the driver's pending opening first (_deferred).
+
+    ``transaction()`` sends its own BEGIN (it does not go through ``_start_query``), so it is covered here.
+    """
+
+    @contextlib.asynccontextmanager
+    async def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> AsyncIterator[psycopg.AsyncTransaction]:
+        await self._send_pending_opening()
+        async with super().transaction(savepoint_name, force_rollback) as tx:
+            yield tx
+
+    async def _send_pending_opening(self) -> None:
+        async with self.lock:
+            await self.wait(_deferred.flush_gen(self))
+
+
+class _AsyncClinicCursor(_deferred.MergedExecuteCursor, psycopg.AsyncCursor[Any]):
+    """The pools' cursors: ``execute()`` carries the pending opening in its own flight (_deferred)."""
 
 
 class _AsyncServer:
@@ -116,7 +137,6 @@ class AsyncClinicDB:
         self._primary_monitor: AConn | None = None
         self._opened = False
         self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-        self._prepared: weakref.WeakKeyDictionary[AConn, set[bytes]] = weakref.WeakKeyDictionary()
         # sync: if open:
         # sync:     self.open()
 
@@ -141,7 +161,8 @@ class AsyncClinicDB:
             min_size=self.config.min_size,
             max_size=self.config.max_size,
             timeout=self.config.acquire_timeout,
-            kwargs=pool_kwargs(self.config),
+            kwargs={**pool_kwargs(self.config), "cursor_factory": _AsyncClinicCursor},
+            connection_class=_AsyncClinicConnection,
             configure=self._configure,
             open=False,
             name=f"clinicdb-{name}",
@@ -362,24 +383,32 @@ class AsyncClinicDB:
             conn, server, route = await self._begin(opening, token)
         else:
             conn, server, route = await self._open_primary(opening), self.primary, ROUTE_PRIMARY
+        deferred = _deferred.state(conn)
         ok = False
         try:
             cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
             async with cur:
                 yield cur
-            if read:
-                await self._commit_read(conn)
+            if deferred.pending is not None:
+                deferred.pending = None  # the block ran no statement: nothing was sent, nothing to end
+            elif read:
+                await self._commit_read(conn, standby=route == ROUTE_REPLICA)
             else:
                 await self._commit_write(conn)
             ok = True
         except BaseException as exc:
             if route == ROUTE_REPLICA and _retry.connection_lost(exc):
                 self._replica_failed(self.replicas.index(server), exc)
-            if not conn.broken and not conn.closed:
+            if deferred.pending is None and not conn.broken and not conn.closed:
                 with contextlib.suppress(psycopg.Error):
                     await self._close(conn, _wire.ROLLBACK)
             raise
         finally:
+            deferred.pending = None
+            if deferred.replay is not None:
+                if route == ROUTE_REPLICA:
+                    self.router.observe_replay(self.replicas.index(server), parse_lsn(deferred.replay))
+                deferred.replay = None
             await self._put(server, conn)
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
@@ -404,36 +433,26 @@ class AsyncClinicDB:
                 raise self._refusal from exc
             raise PoolExhausted(exhausted_message(server.name, server.pool.get_stats(), timeout)) from exc
 
-    async def _send_opening(self, conn: AConn, opening: Opening) -> list[pq.abc.PGresult]:
-        prepared = self._prepared.setdefault(conn, set())
-        for attempt in (1, 2):
-            need = opening.prepared and opening.name not in prepared
-            try:
-                results = await self._flight(conn, opening.commands(prepare=need))
-            except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement) as exc:
-                # Someone (DISCARD ALL, a pooler) changed the session's prepared statements: resync once.
-                await conn.rollback()
-                if attempt == 2:
-                    raise
-                sync_prepared(prepared, opening, exc)
-                continue
-            if need:
-                prepared.add(opening.name)
-            return results
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _send_opening(self, conn: AConn, opening: Opening) -> str | None:
+        """Send the opening now, on its own (a causal read must see the replica's position first); the replay LSN."""
+        deferred = _deferred.state(conn)
+        deferred.pending = opening
+        async with conn.lock:
+            await conn.wait(_deferred.flush_gen(conn))
+        replay, deferred.replay = deferred.replay, None
+        return replay
 
     async def _open_primary(self, opening: Opening) -> AConn:
-        # A pooled connection may be dead (primary restarted): nothing of the caller has run yet, so take another.
-        for attempt in range(primary_reopen_attempts(self.config)):
+        # A pooled connection the primary closed (restart) is discarded for another: nothing has run yet.
+        for _ in range(primary_reopen_attempts(self.config)):
             conn = await self._getconn(self.primary, self.config.acquire_timeout)
-            try:
-                await self._send_opening(conn, opening)
+            if not _deferred.looks_dead(conn.pgconn):
+                _deferred.state(conn).pending = opening
                 return conn
-            except psycopg.Error as exc:
-                await self._release_failed(self.primary, conn)
-                if not _retry.connection_lost(exc) or attempt + 1 >= primary_reopen_attempts(self.config):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            await self._release_failed(self.primary, conn)
+        raise psycopg.OperationalError(
+            "the primary had closed every pooled connection tried (restarted or down?): try again, or see db.health()"
+        )
 
     async def _begin(self, opening: Opening, token: CausalToken | None) -> tuple[AConn, _AsyncServer, str]:
         tried: set[int] = set()
@@ -468,18 +487,24 @@ class AsyncClinicDB:
             if server.pool.get_stats().get("pool_size", 0) == 0:
                 self._replica_failed(index, exc)
             return None
+        if _deferred.looks_dead(conn.pgconn):
+            await self._release_failed(server, conn)
+            self._replica_failed(index, psycopg.OperationalError("the replica closed a pooled connection"))
+            return None
+        if wait_for is None:
+            _deferred.state(conn).pending = opening
+            return conn
         try:
-            results = await self._send_opening(conn, opening)
+            replay = await self._send_opening(conn, opening)
         except psycopg.Error as exc:
             await self._release_failed(server, conn)
             if _retry.connection_lost(exc):
                 self._replica_failed(index, exc)
                 return None
             raise
-        replay = _wire.text_value(results[-1], lsn_column(opening))
         if replay is not None:
             self.router.observe_replay(index, parse_lsn(replay))
-        if wait_for is not None and not await self._wait_replay(conn, replay, wait_for):
+        if not await self._wait_replay(conn, replay, wait_for):
             await self._release_failed(server, conn)
             return None
         return conn
@@ -509,6 +534,7 @@ class AsyncClinicDB:
         await old.close(timeout=1.0)
 
     async def _release_failed(self, server: _AsyncServer, conn: AConn) -> None:
+        _deferred.state(conn).pending = None
         if not conn.broken and not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
@@ -519,13 +545,13 @@ class AsyncClinicDB:
             self._metrics.breaker_trip()
             logger.warning("clinicdb: replica %s marked unhealthy: %s", self.replicas[index].name, redacted_error(exc))
 
-    async def _commit_read(self, conn: AConn) -> None:
+    async def _commit_read(self, conn: AConn, *, standby: bool) -> None:
         # A read changes nothing: a caught error inside the block just means rolling back.
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
             await self._close(conn, _wire.ROLLBACK)
         elif status == pq.TransactionStatus.INTRANS:
-            await self._close(conn, _wire.COMMIT_READ)
+            await self._close(conn, _wire.COMMIT_STANDBY_READ if standby else _wire.COMMIT_READ)
         else:  # the block ended the transaction itself: still leave nothing behind
             await self._close(conn, _wire.CLEAN_SESSION)
 

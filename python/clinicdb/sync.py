@@ -28,7 +28,7 @@ from psycopg import pq
 from psycopg.rows import RowFactory
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from clinicdb import _bulk, _login, _retry, _wire
+from clinicdb import _bulk, _deferred, _login, _retry, _wire
 from clinicdb._common import (
     ROUTE_PRIMARY,
     ROUTE_REPLICA,
@@ -36,13 +36,11 @@ from clinicdb._common import (
     aborted_error,
     check_urls,
     exhausted_message,
-    lsn_column,
     monitor_row_problem,
     pool_kwargs,
     primary_reopen_attempts,
     redacted_error,
     replica_names,
-    sync_prepared,
 )
 from clinicdb._config import DriverConfig
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
@@ -56,6 +54,29 @@ from clinicdb.settings import env
 logger = logging.getLogger("clinicdb.driver")
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
+
+
+class _ClinicConnection(_deferred.DeferredOpeningConnection, psycopg.Connection[Any]):
+    """The pools' connections: whatever starts a transaction sends the driver's pending opening first (_deferred).
+
+    ``transaction()`` sends its own BEGIN (it does not go through ``_start_query``), so it is covered here.
+    """
+
+    @contextlib.contextmanager
+    def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> Iterator[psycopg.Transaction]:
+        self._send_pending_opening()
+        with super().transaction(savepoint_name, force_rollback) as tx:
+            yield tx
+
+    def _send_pending_opening(self) -> None:
+        with self.lock:
+            self.wait(_deferred.flush_gen(self))
+
+
+class _ClinicCursor(_deferred.MergedExecuteCursor, psycopg.Cursor[Any]):
+    """The pools' cursors: ``execute()`` carries the pending opening in its own flight (_deferred)."""
 
 
 class _Server:
@@ -115,7 +136,6 @@ class ClinicDB:
         self._primary_monitor: Conn | None = None
         self._opened = False
         self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-        self._prepared: weakref.WeakKeyDictionary[Conn, set[bytes]] = weakref.WeakKeyDictionary()
         if open:
             self.open()
 
@@ -140,7 +160,8 @@ class ClinicDB:
             min_size=self.config.min_size,
             max_size=self.config.max_size,
             timeout=self.config.acquire_timeout,
-            kwargs=pool_kwargs(self.config),
+            kwargs={**pool_kwargs(self.config), "cursor_factory": _ClinicCursor},
+            connection_class=_ClinicConnection,
             configure=self._configure,
             open=False,
             name=f"clinicdb-{name}",
@@ -355,24 +376,32 @@ class ClinicDB:
             conn, server, route = self._begin(opening, token)
         else:
             conn, server, route = self._open_primary(opening), self.primary, ROUTE_PRIMARY
+        deferred = _deferred.state(conn)
         ok = False
         try:
             cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
             with cur:
                 yield cur
-            if read:
-                self._commit_read(conn)
+            if deferred.pending is not None:
+                deferred.pending = None  # the block ran no statement: nothing was sent, nothing to end
+            elif read:
+                self._commit_read(conn, standby=route == ROUTE_REPLICA)
             else:
                 self._commit_write(conn)
             ok = True
         except BaseException as exc:
             if route == ROUTE_REPLICA and _retry.connection_lost(exc):
                 self._replica_failed(self.replicas.index(server), exc)
-            if not conn.broken and not conn.closed:
+            if deferred.pending is None and not conn.broken and not conn.closed:
                 with contextlib.suppress(psycopg.Error):
                     self._close(conn, _wire.ROLLBACK)
             raise
         finally:
+            deferred.pending = None
+            if deferred.replay is not None:
+                if route == ROUTE_REPLICA:
+                    self.router.observe_replay(self.replicas.index(server), parse_lsn(deferred.replay))
+                deferred.replay = None
             self._put(server, conn)
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
@@ -397,36 +426,26 @@ class ClinicDB:
                 raise self._refusal from exc
             raise PoolExhausted(exhausted_message(server.name, server.pool.get_stats(), timeout)) from exc
 
-    def _send_opening(self, conn: Conn, opening: Opening) -> list[pq.abc.PGresult]:
-        prepared = self._prepared.setdefault(conn, set())
-        for attempt in (1, 2):
-            need = opening.prepared and opening.name not in prepared
-            try:
-                results = self._flight(conn, opening.commands(prepare=need))
-            except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement) as exc:
-                # Someone (DISCARD ALL, a pooler) changed the session's prepared statements: resync once.
-                conn.rollback()
-                if attempt == 2:
-                    raise
-                sync_prepared(prepared, opening, exc)
-                continue
-            if need:
-                prepared.add(opening.name)
-            return results
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _send_opening(self, conn: Conn, opening: Opening) -> str | None:
+        """Send the opening now, on its own (a causal read must see the replica's position first); the replay LSN."""
+        deferred = _deferred.state(conn)
+        deferred.pending = opening
+        with conn.lock:
+            conn.wait(_deferred.flush_gen(conn))
+        replay, deferred.replay = deferred.replay, None
+        return replay
 
     def _open_primary(self, opening: Opening) -> Conn:
-        # A pooled connection may be dead (primary restarted): nothing of the caller has run yet, so take another.
-        for attempt in range(primary_reopen_attempts(self.config)):
+        # A pooled connection the primary closed (restart) is discarded for another: nothing has run yet.
+        for _ in range(primary_reopen_attempts(self.config)):
             conn = self._getconn(self.primary, self.config.acquire_timeout)
-            try:
-                self._send_opening(conn, opening)
+            if not _deferred.looks_dead(conn.pgconn):
+                _deferred.state(conn).pending = opening
                 return conn
-            except psycopg.Error as exc:
-                self._release_failed(self.primary, conn)
-                if not _retry.connection_lost(exc) or attempt + 1 >= primary_reopen_attempts(self.config):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+            self._release_failed(self.primary, conn)
+        raise psycopg.OperationalError(
+            "the primary had closed every pooled connection tried (restarted or down?): try again, or see db.health()"
+        )
 
     def _begin(self, opening: Opening, token: CausalToken | None) -> tuple[Conn, _Server, str]:
         tried: set[int] = set()
@@ -461,18 +480,24 @@ class ClinicDB:
             if server.pool.get_stats().get("pool_size", 0) == 0:
                 self._replica_failed(index, exc)
             return None
+        if _deferred.looks_dead(conn.pgconn):
+            self._release_failed(server, conn)
+            self._replica_failed(index, psycopg.OperationalError("the replica closed a pooled connection"))
+            return None
+        if wait_for is None:
+            _deferred.state(conn).pending = opening
+            return conn
         try:
-            results = self._send_opening(conn, opening)
+            replay = self._send_opening(conn, opening)
         except psycopg.Error as exc:
             self._release_failed(server, conn)
             if _retry.connection_lost(exc):
                 self._replica_failed(index, exc)
                 return None
             raise
-        replay = _wire.text_value(results[-1], lsn_column(opening))
         if replay is not None:
             self.router.observe_replay(index, parse_lsn(replay))
-        if wait_for is not None and not self._wait_replay(conn, replay, wait_for):
+        if not self._wait_replay(conn, replay, wait_for):
             self._release_failed(server, conn)
             return None
         return conn
@@ -502,6 +527,7 @@ class ClinicDB:
         old.close(timeout=1.0)
 
     def _release_failed(self, server: _Server, conn: Conn) -> None:
+        _deferred.state(conn).pending = None
         if not conn.broken and not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
@@ -512,13 +538,13 @@ class ClinicDB:
             self._metrics.breaker_trip()
             logger.warning("clinicdb: replica %s marked unhealthy: %s", self.replicas[index].name, redacted_error(exc))
 
-    def _commit_read(self, conn: Conn) -> None:
+    def _commit_read(self, conn: Conn, *, standby: bool) -> None:
         # A read changes nothing: a caught error inside the block just means rolling back.
         status = conn.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
             self._close(conn, _wire.ROLLBACK)
         elif status == pq.TransactionStatus.INTRANS:
-            self._close(conn, _wire.COMMIT_READ)
+            self._close(conn, _wire.COMMIT_STANDBY_READ if standby else _wire.COMMIT_READ)
         else:  # the block ended the transaction itself: still leave nothing behind
             self._close(conn, _wire.CLEAN_SESSION)
 
