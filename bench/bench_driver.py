@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -190,7 +191,35 @@ def _bulk(servers: ServerSet, db: ClinicDB) -> Ratio:
         many_rate,
         target=10.0,
         unit="rows/s",
+        notes=[_bulk_breakdown(servers, clinic)],
     )
+
+
+def _bulk_breakdown(servers: ServerSet, clinic: uuid.UUID, rows: int = 20_000) -> str:
+    """Where copy_rows' INSERT ... SELECT spends its time per row (EXPLAIN ANALYZE, rolled back)."""
+    with psycopg.connect(servers.app_url) as conn:
+        conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic),))
+        conn.execute(
+            "create temporary table bulk_probe on commit drop as"
+            " select 'X-' || g as mrn, 'Probe' as given_name, 'P' || g as family_name from generate_series(1, %s) g",
+            (rows,),
+        )
+        plan = conn.execute(
+            "explain (analyze, costs off) insert into patients (clinic_id, mrn, given_name, family_name)"
+            " select %s::uuid, mrn, given_name, family_name from bulk_probe",
+            (clinic,),
+        ).fetchall()
+        conn.rollback()
+    lines = [str(r[0]) for r in plan]
+    total = next(float(m.group(1)) for line in lines if (m := re.search(r"Execution Time: ([\d.]+)", line)))
+    parts = {}
+    for line in lines:
+        m = re.match(r"Trigger (?:for constraint )?(\S+): time=([\d.]+)", line)
+        if m:
+            parts[m.group(1)] = float(m.group(2))
+    shown = [f"rows, indexes and policies {(total - sum(parts.values())) * 1000 / rows:.1f}"]
+    shown += [f"{name} {ms * 1000 / rows:.1f}" for name, ms in parts.items()]
+    return f"per-row server time of the INSERT ... SELECT ({rows:,} rows, EXPLAIN ANALYZE), us: " + ", ".join(shown)
 
 
 def run(servers: ServerSet) -> list[Ratio]:
