@@ -85,9 +85,11 @@ def _first_statements() -> dict[str, Callable[[psycopg.Cursor[Any]], str]]:
 FIRST = _first_statements()
 
 
-@pytest.fixture
-def db_of_one(servers: ServerSet) -> Iterator[ClinicDB]:
-    db = ClinicDB(servers.app_url, [], min_size=1, max_size=1)
+@pytest.fixture(params=["prepared", "unprepared"])
+def db_of_one(request: pytest.FixtureRequest, servers: ServerSet) -> Iterator[ClinicDB]:
+    """A pool of one; "unprepared" is CLINICDB_PREPARE_THRESHOLD=none (pgbouncer before 1.21)."""
+    extra: dict[str, Any] = {"prepare_threshold": None} if request.param == "unprepared" else {}
+    db = ClinicDB(servers.app_url, [], min_size=1, max_size=1, **extra)
     yield db
     db.close()
 
