@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what clinicdb needs from Debian, and only what is missing:
-# the PostgreSQL 15 server (pgcrypto ships with it), pgTAP, pg_prove and
-# Python's venv module. Shared by `make system-deps`, .ci/run and
+# the PostgreSQL 15 server (pgcrypto ships with it), pgTAP, pg_prove,
+# Python's venv module and pgbouncer (for the driver's tests). Shared by `make system-deps`, .ci/run and
 # docker/Dockerfile, so the three cannot drift apart.
 set -euo pipefail
 
@@ -12,6 +12,8 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
 ls /usr/share/postgresql/*/extension/pgtap.control >/dev/null 2>&1 || need+=(postgresql-15-pgtap)
 command -v pg_prove >/dev/null 2>&1 || need+=(libtap-parser-sourcehandler-pgtap-perl)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+# For the driver's tests behind a real pgbouncer in transaction mode (tests/py/test_driver_pgbouncer.py).
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
