@@ -78,7 +78,7 @@ def looks_dead(pgconn: pq.abc.PGconn) -> bool:
         return True
     try:
         readable, _, _ = select.select([pgconn.socket], [], [], 0)
-    except (OSError, ValueError):
+    except (OSError, ValueError, psycopg.OperationalError):
         return True
     if not readable:
         return False
