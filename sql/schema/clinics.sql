@@ -14,5 +14,9 @@ create table if not exists public.clinics (
     unique (clinic_id, id)
 );
 alter table public.clinics owner to clinicdb_owner;
+-- Operators create and retire clinics (create_clinic, deleted_at); the app and
+-- staff only edit their own row. Without this, a hostile staff login could
+-- delete its clinic's row and, by cascade, every colleague's staff mapping.
+revoke insert, delete, truncate on public.clinics from clinicdb_app, clinicdb_staff;
 comment on table public.clinics is 'clinicdb: the tenants; each row is one clinic.';
 comment on column public.clinics.clinic_id is 'Always equal to id, so the standard tenant policy applies unchanged.';
