@@ -29,19 +29,105 @@ $$;
 comment on type clinicdb.keyring is
     'clinicdb: the unwrapped keys of one clinic for one statement (never stored; see clinicdb._clinic_keyring()).';
 
--- The keys of p_clinic under the master key in force. Missing master key or
--- clinic is reported lazily in "problem", so reading rows whose encrypted
--- columns are NULL still works; a master key that did not wrap these keys is
--- an error at once.
+-- The keyring an application supplies (app.clinic_keyring, see
+-- _clinic_keyring below), as the keyring type; NULL when none. The text is
+--   clinic uuid / key epoch / active version / enc keys / mac keys / idx keys
+-- the epoch being clinicdb.key_epoch when it was loaded and each list one
+-- hex key per version from 1, comma-separated, empty where the clinic has
+-- no such version: exactly what export_keyring()
+-- returns. Its shape is checked before any cast, since a failing cast would
+-- echo key material into the error and the server log; the error quotes
+-- only the length. One SQL-standard expression: inlined where it is used.
+create or replace function clinicdb._malformed_keyring(p_length integer)
+returns clinicdb.keyring
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    raise exception 'app.clinic_keyring is not a clinicdb keyring (% characters)', p_length
+        using errcode = 'invalid_parameter_value',
+              hint = 'set it only from clinicdb.encryption.KeyringCache (clinicdb.export_keyring())';
+end
+$$;
+comment on function clinicdb._malformed_keyring(integer) is
+    'clinicdb: raises the error for a malformed app.clinic_keyring (its length only, never its content).';
+grant execute on function clinicdb._malformed_keyring(integer) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+create or replace function clinicdb._supplied_keyring(p_ring text)
+returns clinicdb.keyring
+language sql
+stable
+parallel safe
+begin atomic
+    select case
+        when p_ring is null or p_ring = '' then null::clinicdb.keyring
+        when left(p_ring, 37) !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/$'
+          or substr(p_ring, 38) !~ '^[0-9]+/[0-9]+/[0-9a-f,]*/[0-9a-f,]*/[0-9a-f,]*$'
+            then clinicdb._malformed_keyring(length(p_ring))
+        -- '\x' before each hex key makes each a bytea literal; odd-length hex
+        -- fails without quoting it, an empty one is a missing version.
+        else row(left(p_ring, 36)::uuid, nullif(split_part(p_ring, '/', 3), '')::integer,
+                 array_replace(string_to_array('\x' || replace(split_part(p_ring, '/', 4), ',', ',\x'), ',')::bytea[],
+                               '\x'::bytea, null),
+                 array_replace(string_to_array('\x' || replace(split_part(p_ring, '/', 5), ',', ',\x'), ',')::bytea[],
+                               '\x'::bytea, null),
+                 array_replace(string_to_array('\x' || replace(split_part(p_ring, '/', 6), ',', ',\x'), ',')::bytea[],
+                               '\x'::bytea, null),
+                 null::text)::clinicdb.keyring
+    end;
+end;
+comment on function clinicdb._supplied_keyring(text) is
+    'clinicdb: parses app.clinic_keyring (export_keyring()''s format) into a keyring; NULL when unset.';
+grant execute on function clinicdb._supplied_keyring(text) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- A supplied keyring that no longer matches clinicdb.clinic_keys (a version
+-- was added, retired into place or shredded since the application loaded
+-- it). SQLSTATE 55K01 lets the application tell it apart: drop the cached
+-- keyring and run the transaction again.
+create or replace function clinicdb._stale_keyring(p_clinic uuid)
+returns clinicdb.keyring
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    raise exception 'the keyring supplied for clinic % is stale: its keys were rotated or shredded since it was loaded',
+                    p_clinic
+        using errcode = '55K01',
+              hint = 'reload it (clinicdb.encryption.KeyringCache drops it on this error) and run the transaction again';
+end
+$$;
+comment on function clinicdb._stale_keyring(uuid) is
+    'clinicdb: raises 55K01, the error for an app.clinic_keyring that no longer matches clinicdb.clinic_keys.';
+grant execute on function clinicdb._stale_keyring(uuid) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- The keys of p_clinic for this transaction, from one of two sources:
 --
--- Unwrapping costs about 0.1 ms, and one statement may need the keyring
--- twice (a blind-index lookup through a decrypting view), so the result is
--- cached for the rest of the transaction in the transaction-local setting
--- clinicdb.keyring: "clinic/hashtext(master key)/active version/hex keys per
--- version". Like the master key itself, it lives only in this backend until
--- commit; a changed or cleared master key, or another clinic, misses the
--- cache. rotate/shred/rewrap clear it. (Forging it only breaks the forger's
--- own reads: values fail their integrity check; see _load_write_keys.)
+--  1. app.clinic_keyring, the clinic's keys as the application keeps them
+--     (clinicdb.encryption.KeyringCache, loaded once per process with
+--     export_keyring() and the master key), sent per transaction as a bind
+--     parameter like the master key (format: _supplied_keyring). It is
+--     checked against clinicdb.clinic_keys on every use: the
+--     live (non-shredded) versions and the active one must be exactly the
+--     supplied ones, else the error 55K01 (stale keyring) tells the
+--     application to reload. So a rotation or a shred takes effect at the
+--     application's next transaction, as it does for the master-key path,
+--     and a lookup never misses rows of a version the application lacks.
+--     Costs one indexed read instead of the unwrapping below.
+--  2. app.master_key: the wrapped keys are unwrapped, about 0.1 ms, and the
+--     result cached for the rest of the transaction in the transaction-local
+--     setting clinicdb.keyring ("clinic/hashtext(master key)/active
+--     version/hex keys per version"), since one statement may need the
+--     keyring twice (blind_index() and a decrypting view). A changed or
+--     cleared master key, or another clinic, misses the cache; rotate/shred/
+--     rewrap clear it.
+--
+-- Both live only in this backend until commit. Forging either only breaks
+-- the forger's own reads: values fail their integrity check (see
+-- _load_write_keys). A missing master key or clinic is reported lazily in
+-- "problem", so reading rows whose encrypted columns are NULL still works; a
+-- master key that did not wrap these keys is an error at once.
 -- One plpgsql function with the unwrapping inline: each nested call with a
 -- pinned search_path costs more than the cryptography.
 create or replace function clinicdb._clinic_keyring(p_clinic uuid)
@@ -53,8 +139,9 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_ring clinicdb.keyring;
-    v_raw text := current_setting('app.master_key', true);
-    v_cache text := current_setting('clinicdb.keyring', true);
+    v_supplied text := current_setting('app.clinic_keyring', true);
+    v_raw text;
+    v_cache text;
     v_tag text;
     v_parts text[];
     v_hexes text[];
@@ -73,10 +160,27 @@ begin
         v_ring.problem := 'no clinic is in force for this transaction';
         return v_ring;
     end if;
+    -- 1. The application's keyring of this clinic (another clinic's is ignored).
+    if v_supplied <> '' then
+        v_ring := clinicdb._supplied_keyring(v_supplied);
+        if v_ring.clinic_id = p_clinic then
+            v_ring.problem := null;
+            if split_part(v_supplied, '/', 2) is distinct from (select e.epoch::text from clinicdb.key_epoch e) then
+                perform clinicdb._stale_keyring(p_clinic);
+            end if;
+            return v_ring;
+        end if;
+        v_ring := null;
+        v_ring.clinic_id := p_clinic;
+    end if;
+
+    -- 2. Unwrap under the master key (cached for the transaction).
+    v_raw := current_setting('app.master_key', true);
     if v_raw is null or v_raw = '' then
         v_ring.problem := 'no master key is in force for this transaction (app.master_key is not set)';
         return v_ring;
     end if;
+    v_cache := current_setting('clinicdb.keyring', true);
     v_tag := p_clinic::text || '/' || hashtext(v_raw)::text || '/';
     if v_cache is not null and starts_with(v_cache, v_tag) then
         v_parts := string_to_array(substr(v_cache, length(v_tag) + 1), '/');
@@ -146,7 +250,7 @@ begin
 end
 $$;
 comment on function clinicdb._clinic_keyring(uuid) is
-    'clinicdb: one clinic''s data keys unwrapped under app.master_key, cached for the transaction only; never stored.';
+    'clinicdb: one clinic''s data keys for this transaction: app.clinic_keyring (checked) or unwrapped under app.master_key; never stored.';
 grant execute on function clinicdb._clinic_keyring(uuid) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
 -- The keyring of the clinic in force: what the decrypting views join (one
@@ -167,6 +271,94 @@ $$;
 comment on function clinicdb._keyring_in_force() is
     'clinicdb: the keyring of the clinic in force (current_clinic_id()); joined by the decrypting views.';
 grant execute on function clinicdb._keyring_in_force() to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- The keyring the decrypting views join: the supplied app.clinic_keyring
+-- when it is the clinic in force's, checked against clinicdb.clinic_keys
+-- (same check as _clinic_keyring, but as one SQL-standard query the planner
+-- inlines into the view and keeps in a prepared plan: no plpgsql call, no
+-- re-planning), else _keyring_in_force() (the master key path).
+create or replace function clinicdb._statement_keyring()
+returns setof clinicdb.keyring
+language sql
+stable
+rows 1
+begin atomic
+    select case when s.supplied then (s.ring).clinic_id else (s.fallback).clinic_id end,
+           case when s.supplied then (s.ring).active_version else (s.fallback).active_version end,
+           case when s.supplied then (s.ring).enc_keys else (s.fallback).enc_keys end,
+           case when s.supplied then (s.ring).mac_keys else (s.fallback).mac_keys end,
+           case when s.supplied then (s.ring).idx_keys else (s.fallback).idx_keys end,
+           case when s.supplied then null else (s.fallback).problem end
+      from (select r.supplied,
+                   case when r.supplied then clinicdb._supplied_keyring(r.ring) end as ring,
+                   case when not r.supplied then clinicdb._keyring_in_force() end as fallback
+              from (select q.ring,
+                           -- the ring of the clinic in force (app.clinic_id, as current_clinic_id()
+                           -- reads it for the application), loaded at the current key epoch
+                           case when q.ring is null
+                                     or left(q.ring, 37) is distinct from current_setting('app.clinic_id', true) || '/'
+                                    then false
+                                when split_part(q.ring, '/', 2) = (select e.epoch::text from clinicdb.key_epoch e)
+                                    then true
+                                else (clinicdb._stale_keyring(left(q.ring, 36)::uuid)).active_version is null
+                           end as supplied
+                      from (select nullif(current_setting('app.clinic_keyring', true), '') as ring) q
+                    offset 0) r
+            offset 0) s
+    offset 0;  -- each level evaluated once per statement, and referenced, not copied, by the view
+end;
+comment on function clinicdb._statement_keyring() is
+    'clinicdb: the keyring the decrypting views join: app.clinic_keyring (checked) or the master key path.';
+grant execute on function clinicdb._statement_keyring() to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- The keyring of the clinic in force, unwrapped under app.master_key, in the
+-- text form the application sends back as app.clinic_keyring in later
+-- transactions (clinicdb.encryption.KeyringCache). The application already
+-- holds the master key, which unwraps every clinic's keys, so keeping one
+-- clinic's derived keys in its memory exposes nothing more there; its
+-- transactions then need neither the master key nor the unwrapping. Only the
+-- application role may call it, only for the clinic in force (RLS on
+-- clinic_keys), and never from a supplied keyring (a stale one is never
+-- handed out again). The result is key material: read it, never log it.
+create or replace function clinicdb.export_keyring()
+returns text
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_clinic uuid := clinicdb.require_clinic_id();
+    v_ring clinicdb.keyring;
+    v_enc text[] := '{}';
+    v_mac text[] := '{}';
+    v_idx text[] := '{}';
+begin
+    if clinicdb._master_key_or_null('app.master_key') is null then
+        raise exception 'cannot export the keyring of clinic %: no master key is in force for this transaction', v_clinic
+            using errcode = 'insufficient_privilege', hint = clinicdb._key_problem_hint();
+    end if;
+    perform set_config('app.clinic_keyring', '', true);
+    v_ring := clinicdb._clinic_keyring(v_clinic);
+    if v_ring.problem is not null or v_ring.active_version is null then
+        raise exception 'cannot export the keyring of clinic %: %', v_clinic,
+                        coalesce(v_ring.problem, 'it has no active key version')
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = format('an operator creates a key with: clinicdb keys rotate --clinic %s', v_clinic);
+    end if;
+    -- One key per version from 1 in each list; empty where there is none.
+    for v_version in 1 .. array_upper(v_ring.enc_keys, 1) loop
+        v_enc := v_enc || coalesce(encode(v_ring.enc_keys[v_version], 'hex'), '');
+        v_mac := v_mac || coalesce(encode(v_ring.mac_keys[v_version], 'hex'), '');
+        v_idx := v_idx || coalesce(encode(v_ring.idx_keys[v_version], 'hex'), '');
+    end loop;
+    return format('%s/%s/%s/%s/%s/%s', v_clinic, (select e.epoch from clinicdb.key_epoch e), v_ring.active_version,
+                  array_to_string(v_enc, ','), array_to_string(v_mac, ','), array_to_string(v_idx, ','));
+end
+$$;
+comment on function clinicdb.export_keyring() is
+    'clinicdb: the clinic in force''s keys under app.master_key, for the application''s app.clinic_keyring (key material).';
+revoke execute on function clinicdb.export_keyring() from public;
+grant execute on function clinicdb.export_keyring() to clinicdb_app;
 
 -- The active keys for writes to p_clinic, cached for the rest of the
 -- transaction in the transaction-local setting clinicdb.write_keys, so a
@@ -206,7 +398,8 @@ begin
             using errcode = 'object_not_in_prerequisite_state',
                   hint = format('an operator creates it with: clinicdb keys rotate --clinic %s', p_clinic);
     end if;
-    v_cache := format('%s/%s/%s/%s', p_clinic, hashtext(current_setting('app.master_key')), v_ring.active_version,
+    v_cache := format('%s/%s/%s/%s', p_clinic, hashtext(coalesce(current_setting('app.master_key', true), '')),
+                      v_ring.active_version,
                       encode(v_ring.enc_keys[v_ring.active_version] || v_ring.mac_keys[v_ring.active_version]
                              || v_ring.idx_keys[v_ring.active_version], 'hex'));
     perform set_config('clinicdb.write_keys', v_cache, true);
@@ -277,6 +470,7 @@ begin
     values (p_clinic, case when v_version = 1 then 'create' else 'rotate' end, v_version, v_master_id);
     perform set_config('clinicdb.write_keys', '', true);
     perform set_config('clinicdb.keyring', '', true);
+    update clinicdb.key_epoch set epoch = epoch + 1;  -- supplied keyrings are stale from now on
     return v_version;
 end
 $$;
@@ -311,6 +505,7 @@ begin
     values (p_clinic, 'shred', jsonb_build_object('versions_shredded', v_count, 'reason', left(p_reason, 500)));
     perform set_config('clinicdb.write_keys', '', true);
     perform set_config('clinicdb.keyring', '', true);
+    update clinicdb.key_epoch set epoch = epoch + 1;  -- supplied keyrings are stale from now on
     return v_count;
 end
 $$;
@@ -366,6 +561,7 @@ begin
     values ('rewrap', v_new_id, jsonb_build_object('previous_master_key_id', v_old_id, 'versions_rewrapped', v_count));
     perform set_config('clinicdb.write_keys', '', true);
     perform set_config('clinicdb.keyring', '', true);
+    update clinicdb.key_epoch set epoch = epoch + 1;  -- supplied keyrings are stale from now on
     return v_count;
 end
 $$;

@@ -30,6 +30,11 @@ drop function if exists clinicdb.shred_clinic_keys(uuid, text);
 drop function if exists clinicdb.rotate_clinic_key(uuid);
 drop function if exists clinicdb._require_operator(text);
 drop function if exists clinicdb._load_write_keys(uuid, text);
+drop function if exists clinicdb.export_keyring();
+drop function if exists clinicdb._statement_keyring();
+drop function if exists clinicdb._stale_keyring(uuid);
+drop function if exists clinicdb._supplied_keyring(text);
+drop function if exists clinicdb._malformed_keyring(integer);
 drop function if exists clinicdb._keyring_in_force();
 drop function if exists clinicdb._clinic_keyring(uuid);
 drop type if exists clinicdb.keyring;
@@ -44,4 +49,5 @@ drop function if exists clinicdb._random_bytes(integer);
 drop function if exists clinicdb._aes_decrypt(bytea, bytea, bytea);
 drop function if exists clinicdb._aes_encrypt(bytea, bytea, bytea);
 drop function if exists clinicdb._hmac(bytea, bytea);
-drop table if exists clinicdb.reencrypt_progress, clinicdb.encrypted_columns, clinicdb.key_events, clinicdb.clinic_keys;
+drop table if exists clinicdb.reencrypt_progress, clinicdb.encrypted_columns, clinicdb.key_events, clinicdb.key_epoch,
+    clinicdb.clinic_keys;
