@@ -30,16 +30,16 @@ comment on type clinicdb.keyring is
     'clinicdb: the unwrapped keys of one clinic for one statement (never stored; see clinicdb._clinic_keyring()).';
 
 -- The keyring an application supplies (app.clinic_keyring, see
--- _clinic_keyring below), as the keyring type; NULL when none. The text is
+-- _clinic_keyring below). The text is
 --   clinic uuid / key epoch / active version / enc keys / mac keys / idx keys
 -- the epoch being clinicdb.key_epoch when it was loaded and each list one
 -- hex key per version from 1, comma-separated, empty where the clinic has
--- no such version: exactly what export_keyring()
--- returns. Its shape is checked before any cast, since a failing cast would
--- echo key material into the error and the server log; the error quotes
--- only the length. One SQL-standard expression: inlined where it is used.
+-- no such version: exactly what export_keyring() returns. Nothing in it is
+-- cast before its shape is known, since a failing cast would echo key
+-- material into the error and the server log; errors quote only the length.
+-- SQL-standard bodies with one expression each: inlined where they are used.
 create or replace function clinicdb._malformed_keyring(p_length integer)
-returns clinicdb.keyring
+returns boolean
 language plpgsql
 stable
 set search_path = pg_catalog, pg_temp
@@ -54,32 +54,37 @@ comment on function clinicdb._malformed_keyring(integer) is
     'clinicdb: raises the error for a malformed app.clinic_keyring (its length only, never its content).';
 grant execute on function clinicdb._malformed_keyring(integer) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
-create or replace function clinicdb._supplied_keyring(p_ring text)
-returns clinicdb.keyring
+-- Whether p_ring is a keyring of p_clinic (false for another clinic's or
+-- none); raises when it is p_clinic's but malformed. Checked with one
+-- character class: the fields are then digits and hex, and the casts below
+-- cannot fail with more than "odd number of digits".
+create or replace function clinicdb._keyring_is_for(p_ring text, p_clinic text)
+returns boolean
 language sql
 stable
 parallel safe
-begin atomic
-    select case
-        when p_ring is null or p_ring = '' then null::clinicdb.keyring
-        when left(p_ring, 37) !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/$'
-          or substr(p_ring, 38) !~ '^[0-9]+/[0-9]+/[0-9a-f,]*/[0-9a-f,]*/[0-9a-f,]*$'
-            then clinicdb._malformed_keyring(length(p_ring))
-        -- '\x' before each hex key makes each a bytea literal; odd-length hex
-        -- fails without quoting it, an empty one is a missing version.
-        else row(left(p_ring, 36)::uuid, nullif(split_part(p_ring, '/', 3), '')::integer,
-                 array_replace(string_to_array('\x' || replace(split_part(p_ring, '/', 4), ',', ',\x'), ',')::bytea[],
-                               '\x'::bytea, null),
-                 array_replace(string_to_array('\x' || replace(split_part(p_ring, '/', 5), ',', ',\x'), ',')::bytea[],
-                               '\x'::bytea, null),
-                 array_replace(string_to_array('\x' || replace(split_part(p_ring, '/', 6), ',', ',\x'), ',')::bytea[],
-                               '\x'::bytea, null),
-                 null::text)::clinicdb.keyring
-    end;
+return case
+    when p_ring is null or p_clinic is null or left(p_ring, 37) <> p_clinic || '/' then false
+    when substr(p_ring, 38) ~ '^[0-9]{1,18}/[0-9]{1,5}/[0-9a-f,]*/[0-9a-f,]*/[0-9a-f,]*$' then true
+    else clinicdb._malformed_keyring(length(p_ring))
 end;
-comment on function clinicdb._supplied_keyring(text) is
-    'clinicdb: parses app.clinic_keyring (export_keyring()''s format) into a keyring; NULL when unset.';
-grant execute on function clinicdb._supplied_keyring(text) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+comment on function clinicdb._keyring_is_for(text, text) is
+    'clinicdb: whether app.clinic_keyring belongs to the given clinic; raises when it does but is malformed.';
+grant execute on function clinicdb._keyring_is_for(text, text) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
+
+-- One key list of a keyring checked by _keyring_is_for (p_field 4, 5 or 6:
+-- enc, mac, idx) as bytea[] indexed by version: '\x' before each hex key
+-- makes it a bytea literal, an empty one is a missing version (NULL).
+create or replace function clinicdb._keyring_keys(p_ring text, p_field integer)
+returns bytea[]
+language sql
+immutable
+parallel safe
+return array_replace(string_to_array('\x' || replace(split_part(p_ring, '/', p_field), ',', ',\x'), ',')::bytea[],
+                     '\x'::bytea, null);
+comment on function clinicdb._keyring_keys(text, integer) is
+    'clinicdb: one key list (enc 4, mac 5, idx 6) of a checked app.clinic_keyring, indexed by key version.';
+grant execute on function clinicdb._keyring_keys(text, integer) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
 -- A supplied keyring that no longer matches clinicdb.clinic_keys (a version
 -- was added, retired into place or shredded since the application loaded
@@ -107,7 +112,7 @@ grant execute on function clinicdb._stale_keyring(uuid) to clinicdb_app, clinicd
 --  1. app.clinic_keyring, the clinic's keys as the application keeps them
 --     (clinicdb.encryption.KeyringCache, loaded once per process with
 --     export_keyring() and the master key), sent per transaction as a bind
---     parameter like the master key (format: _supplied_keyring). It is
+--     parameter like the master key (format: _keyring_is_for). It is
 --     checked against clinicdb.clinic_keys on every use: the
 --     live (non-shredded) versions and the active one must be exactly the
 --     supplied ones, else the error 55K01 (stale keyring) tells the
@@ -161,17 +166,15 @@ begin
         return v_ring;
     end if;
     -- 1. The application's keyring of this clinic (another clinic's is ignored).
-    if v_supplied <> '' then
-        v_ring := clinicdb._supplied_keyring(v_supplied);
-        if v_ring.clinic_id = p_clinic then
-            v_ring.problem := null;
-            if split_part(v_supplied, '/', 2) is distinct from (select e.epoch::text from clinicdb.key_epoch e) then
-                perform clinicdb._stale_keyring(p_clinic);
-            end if;
-            return v_ring;
+    if clinicdb._keyring_is_for(v_supplied, p_clinic::text) then
+        if split_part(v_supplied, '/', 2) is distinct from (select e.epoch::text from clinicdb.key_epoch e) then
+            perform clinicdb._stale_keyring(p_clinic);
         end if;
-        v_ring := null;
-        v_ring.clinic_id := p_clinic;
+        v_ring.active_version := split_part(v_supplied, '/', 3)::integer;
+        v_ring.enc_keys := clinicdb._keyring_keys(v_supplied, 4);
+        v_ring.mac_keys := clinicdb._keyring_keys(v_supplied, 5);
+        v_ring.idx_keys := clinicdb._keyring_keys(v_supplied, 6);
+        return v_ring;
     end if;
 
     -- 2. Unwrap under the master key (cached for the transaction).
@@ -283,26 +286,26 @@ language sql
 stable
 rows 1
 begin atomic
-    select case when s.supplied then (s.ring).clinic_id else (s.fallback).clinic_id end,
-           case when s.supplied then (s.ring).active_version else (s.fallback).active_version end,
-           case when s.supplied then (s.ring).enc_keys else (s.fallback).enc_keys end,
-           case when s.supplied then (s.ring).mac_keys else (s.fallback).mac_keys end,
-           case when s.supplied then (s.ring).idx_keys else (s.fallback).idx_keys end,
+    -- One expression per column, so what a view does not use (idx_keys,
+    -- active_version) is never built.
+    select case when s.supplied then s.clinic::uuid else (s.fallback).clinic_id end,
+           case when s.supplied then split_part(s.ring, '/', 3)::integer else (s.fallback).active_version end,
+           case when s.supplied then clinicdb._keyring_keys(s.ring, 4) else (s.fallback).enc_keys end,
+           case when s.supplied then clinicdb._keyring_keys(s.ring, 5) else (s.fallback).mac_keys end,
+           case when s.supplied then clinicdb._keyring_keys(s.ring, 6) else (s.fallback).idx_keys end,
            case when s.supplied then null else (s.fallback).problem end
-      from (select r.supplied,
-                   case when r.supplied then clinicdb._supplied_keyring(r.ring) end as ring,
+      from (select r.ring, r.clinic, r.supplied,
                    case when not r.supplied then clinicdb._keyring_in_force() end as fallback
-              from (select q.ring,
+              from (select q.ring, q.clinic,
                            -- the ring of the clinic in force (app.clinic_id, as current_clinic_id()
                            -- reads it for the application), loaded at the current key epoch
-                           case when q.ring is null
-                                     or left(q.ring, 37) is distinct from current_setting('app.clinic_id', true) || '/'
-                                    then false
+                           case when not clinicdb._keyring_is_for(q.ring, q.clinic) then false
                                 when split_part(q.ring, '/', 2) = (select e.epoch::text from clinicdb.key_epoch e)
                                     then true
-                                else (clinicdb._stale_keyring(left(q.ring, 36)::uuid)).active_version is null
+                                else (clinicdb._stale_keyring(q.clinic::uuid)).active_version is null
                            end as supplied
-                      from (select nullif(current_setting('app.clinic_keyring', true), '') as ring) q
+                      from (select nullif(current_setting('app.clinic_keyring', true), '') as ring,
+                                   current_setting('app.clinic_id', true) as clinic) q
                     offset 0) r
             offset 0) s
     offset 0;  -- each level evaluated once per statement, and referenced, not copied, by the view
