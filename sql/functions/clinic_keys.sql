@@ -112,14 +112,14 @@ grant execute on function clinicdb._stale_keyring(uuid) to clinicdb_app, clinicd
 --  1. app.clinic_keyring, the clinic's keys as the application keeps them
 --     (clinicdb.encryption.KeyringCache, loaded once per process with
 --     export_keyring() and the master key), sent per transaction as a bind
---     parameter like the master key (format: _keyring_is_for). It is
---     checked against clinicdb.clinic_keys on every use: the
---     live (non-shredded) versions and the active one must be exactly the
---     supplied ones, else the error 55K01 (stale keyring) tells the
---     application to reload. So a rotation or a shred takes effect at the
---     application's next transaction, as it does for the master-key path,
---     and a lookup never misses rows of a version the application lacks.
---     Costs one indexed read instead of the unwrapping below.
+--     parameter like the master key (format: _keyring_is_for). It carries
+--     the key epoch it was loaded at, and every use compares that with
+--     clinicdb.key_epoch, which each rotation, shred and rewrap bumps: a
+--     keyring older than the last key change raises 55K01 (stale), and the
+--     application reloads it. So a rotation or a shred takes effect at the
+--     application's next statement, and a lookup never misses rows of a
+--     version the cached keyring lacks. Costs one read of a one-row table
+--     instead of the unwrapping below. Another clinic's keyring is ignored.
 --  2. app.master_key: the wrapped keys are unwrapped, about 0.1 ms, and the
 --     result cached for the rest of the transaction in the transaction-local
 --     setting clinicdb.keyring ("clinic/hashtext(master key)/active
@@ -286,29 +286,26 @@ language sql
 stable
 rows 1
 begin atomic
-    -- One expression per column, so what a view does not use (idx_keys,
-    -- active_version) is never built.
-    select case when s.supplied then s.clinic::uuid else (s.fallback).clinic_id end,
-           case when s.supplied then split_part(s.ring, '/', 3)::integer else (s.fallback).active_version end,
-           case when s.supplied then clinicdb._keyring_keys(s.ring, 4) else (s.fallback).enc_keys end,
-           case when s.supplied then clinicdb._keyring_keys(s.ring, 5) else (s.fallback).mac_keys end,
-           case when s.supplied then clinicdb._keyring_keys(s.ring, 6) else (s.fallback).idx_keys end,
-           case when s.supplied then null else (s.fallback).problem end
-      from (select r.ring, r.clinic, r.supplied,
-                   case when not r.supplied then clinicdb._keyring_in_force() end as fallback
-              from (select q.ring, q.clinic,
-                           -- the ring of the clinic in force (app.clinic_id, as current_clinic_id()
-                           -- reads it for the application), loaded at the current key epoch
-                           case when not clinicdb._keyring_is_for(q.ring, q.clinic) then false
-                                when split_part(q.ring, '/', 2) = (select e.epoch::text from clinicdb.key_epoch e)
-                                    then true
-                                else (clinicdb._stale_keyring(q.clinic::uuid)).active_version is null
-                           end as supplied
-                      from (select nullif(current_setting('app.clinic_keyring', true), '') as ring,
-                                   current_setting('app.clinic_id', true) as clinic) q
-                    offset 0) r
-            offset 0) s
-    offset 0;  -- each level evaluated once per statement, and referenced, not copied, by the view
+    -- Exactly one of the two branches runs (its condition has no column, so
+    -- it is a one-time filter); each key list is its own expression, so one a
+    -- view does not use (idx_keys) is never built.
+    select left(q.ring, 36)::uuid, split_part(q.ring, '/', 3)::integer,
+           clinicdb._keyring_keys(q.ring, 4), clinicdb._keyring_keys(q.ring, 5), clinicdb._keyring_keys(q.ring, 6),
+           null::text
+      from (select current_setting('app.clinic_keyring', true) as ring,
+                   current_setting('app.clinic_id', true) as clinic) q
+     where case when not coalesce(left(q.ring, 37) = q.clinic || '/', false) then false
+                -- the ring of the clinic in force (app.clinic_id, as current_clinic_id()
+                -- reads it for the application), well formed, loaded at the current key epoch
+                when not clinicdb._keyring_is_for(q.ring, q.clinic) then false
+                when split_part(q.ring, '/', 2) = (select e.epoch::text from clinicdb.key_epoch e) then true
+                else (clinicdb._stale_keyring(q.clinic::uuid)).active_version is null
+           end
+    union all
+    select k.clinic_id, k.active_version, k.enc_keys, k.mac_keys, k.idx_keys, k.problem
+      from clinicdb._keyring_in_force() k
+     where not coalesce(left(current_setting('app.clinic_keyring', true), 37)
+                        = current_setting('app.clinic_id', true) || '/', false);
 end;
 comment on function clinicdb._statement_keyring() is
     'clinicdb: the keyring the decrypting views join: app.clinic_keyring (checked) or the master key path.';

@@ -4,7 +4,7 @@
 -- shredding take effect at the next statement; another clinic's keyring
 -- finds nothing; a malformed one is refused without being echoed.
 begin;
-select plan(18);
+select plan(21);
 
 create function pg_temp.plan_of(p_sql text) returns text language plpgsql as $$
 declare
@@ -59,7 +59,12 @@ select is((select count(*)::int from patients_decrypted
                       (clinicdb._keyring_keys(current_setting('test.other_ring'), 6))[1])),
     0, 'the same SSN under another clinic''s blind-index key matches nothing');
 
+select is((select count(*)::int from clinicdb._statement_keyring() where enc_keys is not null and problem is null), 1,
+    'the views join exactly one keyring row: the supplied one');
 select set_config('app.clinic_keyring', current_setting('test.other_ring'), true);
+select is((select count(*)::int || ' ' || min(problem) from clinicdb._statement_keyring()),
+    '1 no master key is in force for this transaction (app.master_key is not set)',
+    'with another clinic''s keyring the views join one keyring row, the master key path''s, which says what is missing');
 select throws_ok($$select ssn from patients_decrypted where mrn = 'KR-7'$$, '42501', null,
     'another clinic''s keyring is ignored: without this clinic''s keys nothing decrypts');
 select set_config('app.clinic_keyring', current_setting('test.clinic') || '/1/1/zz' || repeat('ab', 31) || '//', true);
@@ -103,6 +108,10 @@ select throws_ok($$select ssn from patients_decrypted where mrn = 'KR-7'$$, '55K
 select set_config('app.master_key', repeat('7f', 32), true);
 select throws_ok($$select clinicdb.export_keyring()$$, '55000', null,
     'a shredded clinic''s keyring cannot be exported again');
+select set_config('app.clinic_keyring', '', true);
+select clinicdb_tap.authenticate_as_app(null);
+select is((select count(*)::int || ' ' || min(problem) from clinicdb._statement_keyring()),
+    '1 no clinic is in force for this transaction', 'with no clinic in force the views still join one keyring row');
 select clinicdb_tap.clear_authentication();
 
 select ok((select epoch from clinicdb.key_epoch) >= current_setting('test.epoch')::bigint + 4,
