@@ -55,9 +55,9 @@ comment on function clinicdb._malformed_keyring(integer) is
 grant execute on function clinicdb._malformed_keyring(integer) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
 -- Whether p_ring is a keyring of p_clinic (false for another clinic's or
--- none); raises when it is p_clinic's but malformed. Checked with one
--- character class: the fields are then digits and hex, and the casts below
--- cannot fail with more than "odd number of digits".
+-- none); raises when it is p_clinic's but malformed. After this check the
+-- fields are digits and hex only, so the casts below cannot fail with more
+-- than "odd number of digits" (which quotes nothing).
 create or replace function clinicdb._keyring_is_for(p_ring text, p_clinic text)
 returns boolean
 language sql
@@ -86,10 +86,10 @@ comment on function clinicdb._keyring_keys(text, integer) is
     'clinicdb: one key list (enc 4, mac 5, idx 6) of a checked app.clinic_keyring, indexed by key version.';
 grant execute on function clinicdb._keyring_keys(text, integer) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
--- A supplied keyring that no longer matches clinicdb.clinic_keys (a version
--- was added, retired into place or shredded since the application loaded
--- it). SQLSTATE 55K01 lets the application tell it apart: drop the cached
--- keyring and run the transaction again.
+-- A supplied keyring loaded before the last key change (its epoch is not
+-- clinicdb.key_epoch: a version may have been added or shredded since).
+-- SQLSTATE 55K01 lets the application tell it apart: drop the cached
+-- keyring, load it again and rerun the transaction.
 create or replace function clinicdb._stale_keyring(p_clinic uuid)
 returns clinicdb.keyring
 language plpgsql
@@ -104,7 +104,7 @@ begin
 end
 $$;
 comment on function clinicdb._stale_keyring(uuid) is
-    'clinicdb: raises 55K01, the error for an app.clinic_keyring that no longer matches clinicdb.clinic_keys.';
+    'clinicdb: raises 55K01, the error for an app.clinic_keyring loaded before the last key change.';
 grant execute on function clinicdb._stale_keyring(uuid) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
 -- The keys of p_clinic for this transaction, from one of two sources:
@@ -276,10 +276,10 @@ comment on function clinicdb._keyring_in_force() is
 grant execute on function clinicdb._keyring_in_force() to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
 -- The keyring the decrypting views join: the supplied app.clinic_keyring
--- when it is the clinic in force's, checked against clinicdb.clinic_keys
--- (same check as _clinic_keyring, but as one SQL-standard query the planner
--- inlines into the view and keeps in a prepared plan: no plpgsql call, no
--- re-planning), else _keyring_in_force() (the master key path).
+-- when it is the clinic in force's, checked against clinicdb.key_epoch
+-- (the same checks as _clinic_keyring, but as one SQL-standard query the
+-- planner inlines into the view and keeps in a prepared plan: no plpgsql
+-- call, no re-planning), else _keyring_in_force() (the master key path).
 create or replace function clinicdb._statement_keyring()
 returns setof clinicdb.keyring
 language sql
@@ -319,7 +319,10 @@ grant execute on function clinicdb._statement_keyring() to clinicdb_app, clinicd
 -- transactions then need neither the master key nor the unwrapping. Only the
 -- application role may call it, only for the clinic in force (RLS on
 -- clinic_keys), and never from a supplied keyring (a stale one is never
--- handed out again). The result is key material: read it, never log it.
+-- handed out again; app.clinic_keyring is cleared for the rest of the
+-- transaction). The epoch is read before the keys: a key change committed
+-- in between makes the result stale (reloaded), never current with old keys.
+-- The result is key material: read it, never log it.
 create or replace function clinicdb.export_keyring()
 returns text
 language plpgsql
@@ -328,6 +331,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_clinic uuid := clinicdb.require_clinic_id();
+    v_epoch bigint := (select e.epoch from clinicdb.key_epoch e);
     v_ring clinicdb.keyring;
     v_enc text[] := '{}';
     v_mac text[] := '{}';
@@ -351,7 +355,7 @@ begin
         v_mac := v_mac || coalesce(encode(v_ring.mac_keys[v_version], 'hex'), '');
         v_idx := v_idx || coalesce(encode(v_ring.idx_keys[v_version], 'hex'), '');
     end loop;
-    return format('%s/%s/%s/%s/%s/%s', v_clinic, (select e.epoch from clinicdb.key_epoch e), v_ring.active_version,
+    return format('%s/%s/%s/%s/%s/%s', v_clinic, v_epoch, v_ring.active_version,
                   array_to_string(v_enc, ','), array_to_string(v_mac, ','), array_to_string(v_idx, ','));
 end
 $$;

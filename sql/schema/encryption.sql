@@ -71,7 +71,8 @@ $$;
 -- and every statement compares it with this row: a ring loaded before any
 -- later key change is refused (stale) and reloaded, so shredding and
 -- rotation take effect at the next statement. One row, no tenant data: a
--- key change anywhere only costs every application one reload per clinic.
+-- key change anywhere only costs every application one reload per clinic,
+-- and key changes (rare, operators') wait for each other on this row.
 create table if not exists clinicdb.key_epoch (
     one boolean primary key default true check (one),
     epoch bigint not null default 1
