@@ -1,25 +1,185 @@
-"""Operators' key operations: rotate, shred, re-wrap, re-encrypt, status.
+"""Key operations: the application's keyring cache, and operators' rotate, shred, re-wrap, re-encrypt, status.
 
-Each function connects with an operator's URL (a superuser: the key tables
-are tenant tables and an operator must see every clinic), puts the master
-key in force for its transactions only (``clinicdb.keys.set_master_key``)
-with parameter logging switched off, and calls the SQL functions of
-``sql/functions/clinic_keys.sql`` and ``sql/functions/reencrypt.sql``.
+``KeyringCache`` is for the application: it unwraps a clinic's keys once per
+process with the master key the application holds, then sends them per
+transaction as ``app.clinic_keyring`` (instead of the master key) and
+computes blind indexes itself, so a lookup transaction needs no unwrapping
+in PostgreSQL. docs/encryption.md says what that exposes.
+
+The operators' functions connect with an operator's URL (a superuser: the
+key tables are tenant tables and an operator must see every clinic), put the
+master key in force for their transactions only
+(``clinicdb.keys.set_master_key``) with parameter logging switched off, and
+call the SQL functions of ``sql/functions/clinic_keys.sql`` and
+``sql/functions/reencrypt.sql``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import struct
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from clinicdb.keys import NEW_MASTER_KEY_SETTING, quiet_parameters, set_master_key
+from clinicdb.keys import NEW_MASTER_KEY_SETTING, parse_master_key, quiet_parameters, set_master_key
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+
+KEYRING_SETTING = "app.clinic_keyring"
+STALE_KEYRING_SQLSTATE = "55K01"
+
+
+def is_stale_keyring(exc: BaseException) -> bool:
+    """True for the error PostgreSQL raises when a supplied keyring predates a key change (SQLSTATE 55K01)."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate == STALE_KEYRING_SQLSTATE
+
+
+@dataclass(frozen=True)
+class _Keyring:
+    """One clinic's keys as export_keyring() gave them (never printed: repr hides the keys)."""
+
+    text: str = field(repr=False)
+    epoch: int
+    active_version: int
+    idx_keys: dict[int, bytes] = field(repr=False)
+
+
+def _parse_keyring(text: str) -> _Keyring:
+    """clinic / key epoch / active version / enc keys / mac keys / idx keys (hex lists, one per version from 1)."""
+    parts = text.split("/")
+    if len(parts) != 6:
+        raise ValueError(f"not a clinicdb keyring ({len(text)} characters)")
+    idx = {v: bytes.fromhex(h) for v, h in enumerate(parts[5].split(","), start=1) if h}
+    return _Keyring(text, int(parts[1]), int(parts[2]), idx)
+
+
+def blind_index_condition(column: str, values: Sequence[bytes]) -> sql.Composable:
+    """``column in (%s, ...)`` with one placeholder per blind index value (pass ``values`` as the parameters).
+
+    One placeholder per value, not ``= any(%s)`` with an array: PostgreSQL
+    estimates an array parameter at ten elements, so a prepared ``= any($1)``
+    is planned again on every execution, while ``in ($1)`` keeps one generic
+    plan per number of live key versions.
+    """
+    if not values:
+        return sql.SQL("false")
+    return sql.SQL("{} in ({})").format(sql.Identifier(column), sql.SQL(", ").join([sql.Placeholder()] * len(values)))
+
+
+class KeyringCache:
+    """Clinics' keyrings, unwrapped once in this process with the master key, used per transaction without it.
+
+    The application already holds the master key, which unwraps every
+    clinic's keys; keeping one clinic's derived keys in the same process
+    exposes nothing more there. In exchange, its transactions send
+    ``settings(clinic)`` (``app.clinic_keyring``, as a bind parameter, like
+    the master key) instead of the master key, PostgreSQL skips the
+    unwrapping, and ``blind_index()`` computes lookup values here::
+
+        cache = KeyringCache(load_master_key())
+        cache.load(conn, clinic)                       # once, outside a transaction
+        with conn.transaction():
+            conn.execute("select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
+                         (str(clinic), KEYRING_SETTING, cache.keyring(clinic)))
+            values = cache.blind_index(clinic, "public.patients", "ssn", "123-45-6789")
+            cond = blind_index_condition("ssn_blind_index", values)
+            conn.execute(sql.SQL("select id, ssn from patients_decrypted where {}").format(cond), values)
+
+    Every statement checks the keyring against ``clinicdb.key_epoch``, which
+    each rotation, shred and master key rotation bumps: after one, the next
+    statement fails with SQLSTATE 55K01 (``is_stale_keyring(exc)``). Call
+    ``invalidate(clinic)``, ``load()`` again (which fails once the clinic is
+    shredded) and rerun the transaction. So a shred or rotation takes effect
+    at the application's next statement, and a lookup never misses rows of a
+    key version the cached keyring lacks. Thread-safe.
+    """
+
+    def __init__(self, master_key: str) -> None:
+        self._master_key = parse_master_key(master_key, "the master key")
+        self._rings: dict[uuid.UUID, _Keyring] = {}
+        self._labels: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<KeyringCache clinics={len(self._rings)}>"
+
+    def load(self, conn: psycopg.Connection[Any], clinic_id: uuid.UUID) -> None:
+        """Unwrap ``clinic_id``'s keyring with the master key, in a transaction of its own on ``conn`` (as the app).
+
+        ``conn`` must not be inside a transaction: the master key is set for
+        the loading transaction only. Fails (psycopg error, with the reason)
+        when the clinic has no key yet or was shredded.
+        """
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise RuntimeError("KeyringCache.load() needs a connection outside a transaction (it commits its own)")
+        with conn.transaction():
+            conn.execute(
+                "select set_config('app.clinic_id', %s, true), set_config('app.master_key', %s, true)",
+                (str(clinic_id), self._master_key),
+            )
+            row = conn.execute("select clinicdb.export_keyring()").fetchone()
+            labels = conn.execute(
+                "select n.nspname || '.' || c.relname, ec.column_name, ec.label"
+                "  from clinicdb.encrypted_columns ec join pg_class c on c.oid = ec.table_name"
+                "  join pg_namespace n on n.oid = c.relnamespace where ec.blind_index"
+            ).fetchall()
+        assert row is not None
+        ring = _parse_keyring(str(row[0]))
+        with self._lock:
+            self._rings[clinic_id] = ring
+            for table, column, label in labels:
+                raw = str(label).encode()
+                self._labels[(str(table), str(column))] = struct.pack(">i", len(raw)) + raw
+
+    def loaded(self, clinic_id: uuid.UUID) -> bool:
+        """Whether ``clinic_id``'s keyring is in the cache."""
+        return clinic_id in self._rings
+
+    def keyring(self, clinic_id: uuid.UUID) -> str:
+        """The ``app.clinic_keyring`` value for a transaction of ``clinic_id`` (key material: bind it, never log it)."""
+        return self._ring(clinic_id).text
+
+    def settings(self, clinic_id: uuid.UUID) -> dict[str, str]:
+        """The transaction-local settings that put ``clinic_id``'s keys in force (for the driver's ``settings=``)."""
+        return {KEYRING_SETTING: self.keyring(clinic_id)}
+
+    def blind_index(self, clinic_id: uuid.UUID, table: str, column: str, value: str) -> list[bytes]:
+        """The blind index values of ``value`` in ``table.column`` (``schema.table``), one per live key version.
+
+        Computed here exactly as ``clinicdb.blind_index()`` computes them in
+        the database: HMAC-SHA256(idx key, int4(len(label)) || label || value).
+        """
+        ring = self._ring(clinic_id)
+        prefix = self._labels.get((table, column))
+        if prefix is None:
+            raise LookupError(
+                f"{table}.{column} has no blind index (or the keyring was loaded before it was declared): "
+                "declare it with clinicdb.encrypt_column(..., p_blind_index => true) and load() again"
+            )
+        data = prefix + value.encode()
+        return [hmac.new(key, data, hashlib.sha256).digest() for _, key in sorted(ring.idx_keys.items())]
+
+    def invalidate(self, clinic_id: uuid.UUID | None = None) -> None:
+        """Forget one clinic's keyring (or all): after a stale-keyring error, a rotation or a shred."""
+        with self._lock:
+            if clinic_id is None:
+                self._rings.clear()
+            else:
+                self._rings.pop(clinic_id, None)
+
+    def _ring(self, clinic_id: uuid.UUID) -> _Keyring:
+        ring = self._rings.get(clinic_id)
+        if ring is None:
+            raise LookupError(f"no keyring loaded for clinic {clinic_id}: call KeyringCache.load(conn, clinic) first")
+        return ring
 
 
 @contextmanager

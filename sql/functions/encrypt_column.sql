@@ -150,7 +150,7 @@ $fn$$f$, v_function, v_table, v_row_key, v_key_check, v_any, v_table, v_body);
     end loop;
     return next format('drop view if exists %s', v_view);
     return next format(E'create view %s with (security_invoker = true) as\nselect %s\n  from %s t\n'
-                       '  cross join clinicdb._keyring_in_force() k',
+                       '  cross join clinicdb._statement_keyring() k',
                        v_view, substr(v_columns, 10), v_table);
     return next format('alter view %s owner to %I', v_view, v_owner);
     return next format('revoke all on %s from public, clinicdb_app, clinicdb_readonly, clinicdb_staff', v_view);

@@ -84,7 +84,12 @@ comment on function clinicdb._cannot_open(text, bytea, uuid, text) is
     'clinicdb: raises the error explaining why a value cannot be decrypted (no value, key or plaintext in it).';
 grant execute on function clinicdb._cannot_open(text, bytea, uuid, text) to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
--- Decrypt one value with a keyring's arrays. Inlined (see the header).
+-- Decrypt one value with a keyring's arrays. Inlined (see the header). One
+-- branch decrypts, every failure goes to the one _cannot_open() call: a
+-- short value, an unknown format byte, a key version the keyring lacks (its
+-- MAC key is NULL, so is the HMAC) and a tag that does not verify all fall
+-- through, and _cannot_open() tells them apart. Few nodes keep the per-query
+-- setup of the views small (it costs more than the cryptography of one row).
 create or replace function clinicdb._open(
     p_value bytea, p_aad bytea, p_label text, p_clinic uuid, p_enc bytea[], p_mac bytea[], p_problem text
 )
@@ -94,17 +99,14 @@ stable
 parallel safe
 return case
     when p_value is null then null
-    when length(p_value) < 67 then clinicdb._cannot_open(p_label, p_value, p_clinic, p_problem)
-    when get_byte(p_value, 0) <> 1 then clinicdb._cannot_open(p_label, p_value, p_clinic, p_problem)
-    when p_mac[get_byte(p_value, 1) * 256 + get_byte(p_value, 2)] is null
-        then clinicdb._cannot_open(p_label, p_value, p_clinic, p_problem)
-    when clinicdb._hmac(p_aad || substring(p_value from 1 for length(p_value) - 32),
-                        p_mac[get_byte(p_value, 1) * 256 + get_byte(p_value, 2)])
-         = substring(p_value from length(p_value) - 31)
+    when length(p_value) >= 67 and get_byte(p_value, 0) = 1
+         and clinicdb._hmac(p_aad || substring(p_value from 1 for length(p_value) - 32),
+                            p_mac[get_byte(p_value, 1) * 256 + get_byte(p_value, 2)])
+             = substring(p_value from length(p_value) - 31)
         then convert_from(clinicdb._aes_decrypt(substring(p_value from 20 for length(p_value) - 51),
                                                 p_enc[get_byte(p_value, 1) * 256 + get_byte(p_value, 2)],
                                                 substring(p_value from 4 for 16)), 'UTF8')
-    else clinicdb._cannot_open(p_label, p_value, p_clinic, null)
+    else clinicdb._cannot_open(p_label, p_value, p_clinic, p_problem)
 end;
 comment on function clinicdb._open(bytea, bytea, text, uuid, bytea[], bytea[], text) is
     'clinicdb: verify then decrypt one value with a keyring (inlined into the decrypting views).';

@@ -65,6 +65,25 @@ begin
 end
 $$;
 
+-- A counter every key change (rotate, shred, rewrap) bumps in its own
+-- transaction. Applications that keep a clinic's keyring in memory
+-- (clinicdb.encryption.KeyringCache) send the counter they loaded it at,
+-- and every statement compares it with this row: a ring loaded before any
+-- later key change is refused (stale) and reloaded, so shredding and
+-- rotation take effect at the next statement. One row, no tenant data: a
+-- key change anywhere only costs every application one reload per clinic,
+-- and key changes (rare, operators') wait for each other on this row.
+create table if not exists clinicdb.key_epoch (
+    one boolean primary key default true check (one),
+    epoch bigint not null default 1
+);
+alter table clinicdb.key_epoch owner to clinicdb_owner;
+insert into clinicdb.key_epoch (one) values (true) on conflict do nothing;
+comment on table clinicdb.key_epoch is
+    'clinicdb: bumped by every key change; app.clinic_keyring carries the value it was loaded at (stale otherwise).';
+revoke all on clinicdb.key_epoch from public;
+grant select on clinicdb.key_epoch to clinicdb_app, clinicdb_readonly, clinicdb_staff, clinicdb_auditor;
+
 -- What happened to keys, for operators and auditors. Never holds key
 -- material: versions, states, master key fingerprints, counts.
 create table if not exists clinicdb.key_events (

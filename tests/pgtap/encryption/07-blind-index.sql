@@ -38,7 +38,7 @@ select matches(pg_temp.plan_of($$select mrn, ssn from patients_decrypted
     'the lookup is answered by the (clinic_id, ssn_blind_index) index');
 select unalike(pg_temp.plan_of($$select mrn, ssn from patients_decrypted
                                    where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', '842-40-1742'))$$),
-    '%Seq Scan%', 'the lookup does not scan (and so does not decrypt) the table');
+    '%Seq Scan on patients%', 'the lookup does not scan (and so does not decrypt) the table');
 select throws_ok($$select clinicdb.blind_index('public.patients', 'phone', '+1 555 0100')$$, '42704', null,
     'only columns declared with a blind index can be looked up by value');
 select set_config('app.master_key', '', true);

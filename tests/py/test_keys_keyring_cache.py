@@ -1,0 +1,205 @@
+"""The application's keyring cache (python/clinicdb/encryption.py: KeyringCache, blind_index_condition)."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from clinicdb import encryption
+from clinicdb.devcluster.testing import ServerSet
+from clinicdb.encryption import KEYRING_SETTING, KeyringCache, blind_index_condition, is_stale_keyring
+from clinicdb.keys import MasterKeyError, generate_master_key, set_master_key
+from test_keys import SESSION_KEY
+
+SSN = "555-12-3456"
+
+
+@pytest.fixture
+def keyed_pair(servers: ServerSet, clinic_pair: tuple[uuid.UUID, uuid.UUID]) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two fresh clinics with a data key each and one patient each holding the same SSN."""
+    for n, clinic in enumerate(clinic_pair):
+        encryption.rotate(servers.admin_url, clinic, SESSION_KEY)
+        with psycopg.connect(servers.app_url) as conn, conn.transaction():
+            conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic),))
+            set_master_key(conn, SESSION_KEY)
+            conn.execute(
+                "insert into patients (mrn, given_name, family_name, ssn)"
+                " select 'C' || %s || '-' || g, 'Pat', 'Test', case when g = 3 then %s else '900-00-' || (1000 + g) end"
+                "   from generate_series(1, 40) g",
+                (n, SSN),
+            )
+    return clinic_pair
+
+
+def _lookup(
+    conn: psycopg.Connection[tuple[object, ...]], cache: KeyringCache, clinic: uuid.UUID, ssn: str, *, as_of: uuid.UUID
+) -> list[tuple[object, ...]]:
+    """One lookup transaction for clinic ``as_of`` with ``clinic``'s keyring: (mrn, ssn) rows found."""
+    values = cache.blind_index(clinic, "public.patients", "ssn", ssn)
+    query = sql.SQL("select mrn, ssn from patients_decrypted where {}").format(
+        blind_index_condition("ssn_blind_index", values)
+    )
+    with conn.transaction():
+        conn.execute(
+            "select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
+            (str(as_of), KEYRING_SETTING, cache.keyring(clinic)),
+        )
+        return conn.execute(query, values).fetchall()
+
+
+def test_cached_keyring_lookup_finds_the_row_through_the_index_without_the_master_key(
+    servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """A lookup with the cached keyring finds and decrypts the row by its blind index, never sending the master key."""
+    clinic, _ = keyed_pair
+    cache = KeyringCache(SESSION_KEY)
+    with psycopg.connect(servers.app_url) as conn:
+        cache.load(conn, clinic)
+        assert _lookup(conn, cache, clinic, SSN, as_of=clinic) == [("C0-3", SSN)]
+        values = cache.blind_index(clinic, "public.patients", "ssn", SSN)
+        with conn.transaction():
+            conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic),))
+            conn.execute("select set_config(%s, %s, true)", (KEYRING_SETTING, cache.keyring(clinic)))
+            assert conn.execute("select current_setting('app.master_key', true)").fetchone() in [(None,), ("",)]
+            in_sql = conn.execute("select clinicdb.blind_index('public.patients', 'ssn', %s)", (SSN,)).fetchone()
+            plan = "\n".join(
+                str(r[0])
+                for r in conn.execute(
+                    sql.SQL("explain select mrn, ssn from patients_decrypted where {}").format(
+                        blind_index_condition("ssn_blind_index", values)
+                    ),
+                    values,
+                )
+            )
+    assert in_sql == (values,), "the application computes exactly the blind index PostgreSQL computes"
+    assert "Index Scan using patients_ssn_blind_index_idx on patients" in plan
+    assert "Seq Scan on patients" not in plan
+    assert SESSION_KEY not in repr(cache)
+
+
+def test_cached_keyring_finds_old_version_rows_after_a_rotation(
+    servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """After a rotation the cached keyring is refused as stale; reloaded, it finds rows under both versions."""
+    clinic, _ = keyed_pair
+    cache = KeyringCache(SESSION_KEY)
+    with psycopg.connect(servers.app_url) as conn:
+        cache.load(conn, clinic)
+        encryption.rotate(servers.admin_url, clinic, SESSION_KEY)
+        with pytest.raises(psycopg.Error) as stale:
+            _lookup(conn, cache, clinic, SSN, as_of=clinic)
+        assert is_stale_keyring(stale.value)
+        cache.invalidate(clinic)
+        assert not cache.loaded(clinic)
+        cache.load(conn, clinic)
+        assert len(cache.blind_index(clinic, "public.patients", "ssn", SSN)) == 2
+        assert _lookup(conn, cache, clinic, SSN, as_of=clinic) == [("C0-3", SSN)]
+        with conn.transaction():
+            conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic),))
+            conn.execute("select set_config(%s, %s, true)", (KEYRING_SETTING, cache.keyring(clinic)))
+            conn.execute(
+                "insert into patients (mrn, given_name, family_name, ssn) values ('NEW', 'N', 'P', %s)", (SSN,)
+            )
+        assert sorted(_lookup(conn, cache, clinic, SSN, as_of=clinic)) == [("C0-3", SSN), ("NEW", SSN)]
+    with psycopg.connect(servers.admin_url) as admin:
+        versions = admin.execute(
+            "select mrn, clinicdb.key_version(ssn_ciphertext) from patients where clinic_id = %s and mrn in"
+            " ('C0-3', 'NEW') order by mrn",
+            (clinic,),
+        ).fetchall()
+    assert versions == [("C0-3", 1), ("NEW", 2)]
+
+
+def test_keyring_cache_needs_the_master_key_that_wrapped_the_keys(
+    servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """Loading with another master key fails with one clear error without any key in it; a malformed key is refused."""
+    clinic, _ = keyed_pair
+    wrong = generate_master_key()
+    with psycopg.connect(servers.app_url) as conn:
+        with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification) as failed:
+            KeyringCache(wrong).load(conn, clinic)
+        assert "is not the one that wrapped the keys" in str(failed.value)
+        assert wrong not in str(failed.value) and SESSION_KEY not in str(failed.value)
+        with pytest.raises(LookupError, match="no keyring loaded"):
+            KeyringCache(SESSION_KEY).keyring(clinic)
+    with pytest.raises(MasterKeyError):
+        KeyringCache("not a key")
+
+
+def test_another_clinics_keyring_finds_nothing(servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID]) -> None:
+    """The same SSN under another clinic's keys matches no row, and that clinic's keyring decrypts nothing here."""
+    clinic, other = keyed_pair
+    cache = KeyringCache(SESSION_KEY)
+    with psycopg.connect(servers.app_url) as conn:
+        cache.load(conn, clinic)
+        cache.load(conn, other)
+        assert cache.blind_index(clinic, "public.patients", "ssn", SSN) != cache.blind_index(
+            other, "public.patients", "ssn", SSN
+        )
+        with (
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="no master key is in force"),
+            conn.transaction(),
+        ):
+            conn.execute(
+                "select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
+                (str(clinic), KEYRING_SETTING, cache.keyring(other)),
+            )
+            conn.execute("select ssn from patients_decrypted where mrn = 'C0-3'").fetchall()
+        values = cache.blind_index(other, "public.patients", "ssn", SSN)
+        with conn.transaction():
+            conn.execute(
+                "select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
+                (str(clinic), KEYRING_SETTING, cache.keyring(clinic)),
+            )
+            found = conn.execute(
+                sql.SQL("select mrn from patients_decrypted where {}").format(
+                    blind_index_condition("ssn_blind_index", values)
+                ),
+                values,
+            ).fetchall()
+    assert found == []
+
+
+def test_shred_makes_a_cached_keyring_stale_and_unloadable(
+    servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """After a shred the cached keyring is refused at the next statement and cannot be loaded again."""
+    clinic, other = keyed_pair
+    cache = KeyringCache(SESSION_KEY)
+    with psycopg.connect(servers.app_url) as conn:
+        cache.load(conn, clinic)
+        cache.load(conn, other)
+        encryption.shred(servers.admin_url, clinic, "test")
+        with pytest.raises(psycopg.Error) as stale:
+            _lookup(conn, cache, clinic, SSN, as_of=clinic)
+        assert is_stale_keyring(stale.value)
+        cache.invalidate(clinic)
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="were shredded"):
+            cache.load(conn, clinic)
+        with pytest.raises(psycopg.Error) as also_stale:
+            _lookup(conn, cache, other, SSN, as_of=other)
+        assert is_stale_keyring(also_stale.value), "any key change makes every cached keyring reload once"
+        cache.invalidate()
+        cache.load(conn, other)
+        assert _lookup(conn, cache, other, SSN, as_of=other) == [("C1-3", SSN)]
+
+
+def test_keyring_cache_load_refuses_an_open_transaction(
+    servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """Loading inside the caller's transaction is refused: the master key must not stay in force in it."""
+    clinic, _ = keyed_pair
+    with psycopg.connect(servers.app_url) as conn:
+        conn.execute("select 1")
+        with pytest.raises(RuntimeError, match="outside a transaction"):
+            KeyringCache(SESSION_KEY).load(conn, clinic)
+
+
+def test_blind_index_condition_has_one_placeholder_per_value() -> None:
+    """The lookup condition binds each blind index value separately (a prepared statement keeps a generic plan)."""
+    assert blind_index_condition("ssn_blind_index", [b"a", b"b"]).as_string(None) == '"ssn_blind_index" in (%s, %s)'
+    assert blind_index_condition("ssn_blind_index", []).as_string(None) == "false"
