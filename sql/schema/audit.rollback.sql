@@ -2,6 +2,8 @@
 -- table, then drop the trail, its seals and functions. The trail's rows are
 -- lost with it: archive first (clinicdb audit archive --to DIR --all).
 select clinicdb.detach_audit(pt.table_name) from clinicdb.protected_tables pt;
+-- Generated capture functions of tables detached some other way.
+select clinicdb.drop_unused_audit_capture();
 
 drop function if exists clinicdb.verify_audit(bigint, bigint);
 drop function if exists clinicdb.audit_seal_status();
@@ -18,8 +20,9 @@ drop function if exists clinicdb.set_audit_column(regclass, name, text);
 drop function if exists clinicdb.detach_audit(regclass);
 drop function if exists clinicdb.attach_audit(regclass);
 drop function if exists clinicdb.audit_capture_truncate();
-drop function if exists clinicdb.audit_capture_update();
-drop function if exists clinicdb.audit_capture_rows();
+drop function if exists clinicdb.drop_unused_audit_capture();
+drop function if exists clinicdb.create_audit_capture(regclass, text[], text[], text[]);
+drop function if exists clinicdb.audit_capture_name(regclass, text);
 drop function if exists clinicdb.audit_acting_role();
 drop function if exists clinicdb.audit_mask(jsonb, text[]);
 drop function if exists clinicdb.audit_key_text(jsonb, text[]);
