@@ -20,10 +20,12 @@
 --   * UPDATE: AFTER ... FOR EACH ROW. Pairing OLD and NEW rows from two
 --     transition tables needs a join on the key (and breaks when the key
 --     itself changes); the row trigger has both at hand. The changed columns
---     are found by comparing the two row images column by column (generated
---     list, jsonb values: a dropped or renamed column never breaks the
---     comparison, and a column added after the function was generated is
---     compared on a slower path until attach_audit() runs again).
+--     are found by comparing OLD and NEW column by column (a generated list
+--     of every audited column but the key). A column added after the
+--     function was generated is compared on a slower path; a column dropped
+--     or renamed makes the function fail (and with it the update: no change
+--     goes unaudited) until attach_audit() regenerates it -- run
+--     clinicdb.attach_audit(table) (or protect_table) after such a change.
 --   * TRUNCATE: one system row (clinic_id NULL) naming the table, from the
 --     shared clinicdb.audit_capture_truncate().
 --
@@ -110,7 +112,6 @@ set search_path = pg_catalog, pg_temp
 as $fn$
 declare
     v_table text;
-    v_columns text[];
     v_all text[];
     v_row_id text;
     v_image text;
@@ -122,11 +123,6 @@ declare
 begin
     select n.nspname || '.' || c.relname into v_table
       from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = p_table;
-    -- Columns compared by the update trigger: every audited column but the key.
-    select coalesce(array_agg(a.attname::text order by a.attnum), '{}') into v_columns
-      from pg_attribute a
-     where a.attrelid = p_table and a.attnum > 0 and not a.attisdropped
-       and a.attname::text <> all (p_keys) and a.attname::text <> all (p_excluded);
     select array_agg(a.attname::text order by a.attnum) into v_all
       from pg_attribute a where a.attrelid = p_table and a.attnum > 0 and not a.attisdropped;
 
@@ -189,11 +185,21 @@ $f$,
     -- change; removing them (and the excluded ones) from both images leaves
     -- the changed columns plus the key. Equal images then mean that no
     -- audited column changed: no audit row (documented in docs/audit.md).
-    v_same := case when cardinality(v_columns) = 0 then '''{}''::text[]' else
-        format('array_remove(array[%s], null)',
-               (select string_agg(format('case when v_old -> %1$L is not distinct from v_new -> %1$L then %1$L end', c),
-                                  ', ' order by o)
-                  from unnest(v_columns) with ordinality as u(c, o))) end;
+    -- Compared as typed values (old.c, new.c), which costs a third of
+    -- comparing jsonb members; a type without an equality operator of its own
+    -- (json, domains, arrays, enums) is compared as text.
+    select case when count(*) = 0 then '''{}''::text[]' else
+               format('array_remove(array[%s], null)',
+                      string_agg(format(case when exists (select 1 from pg_operator o
+                                                           where o.oprname = '=' and o.oprleft = a.atttypid
+                                                             and o.oprright = a.atttypid and o.oprresult = 'boolean'::regtype)
+                                             then 'case when old.%1$I is not distinct from new.%1$I then %1$L end'
+                                             else 'case when old.%1$I::text is not distinct from new.%1$I::text then %1$L end' end,
+                                        a.attname), ', ' order by a.attnum)) end
+      into v_same
+      from pg_attribute a
+     where a.attrelid = p_table and a.attnum > 0 and not a.attisdropped
+       and a.attname::text <> all (p_keys) and a.attname::text <> all (p_excluded);
     v_fn := format('clinicdb.%I', clinicdb.audit_capture_name(p_table, 'update'));
     execute format($f$
 create or replace function %1$s()
