@@ -209,12 +209,10 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $body$
 declare
-    v_old jsonb := to_jsonb(old);
-    v_new jsonb := to_jsonb(new);
     v_drop text[] := %2$s || %3$L::text[];
+    v_old jsonb := to_jsonb(old) - v_drop;
+    v_new jsonb := to_jsonb(new) - v_drop;
 begin
-    v_old := v_old - v_drop;
-    v_new := v_new - v_drop;
     -- Columns added to the table after this function was generated are in
     -- both images whether they changed or not: keep only the changed ones.
     if (v_new - %9$L::text[]) <> '{}'::jsonb then
