@@ -4,9 +4,11 @@
 -- clinicdb.create_audit_capture() from the table's key and its column
 -- settings (clinicdb.audit_settings): the table name, key, excluded and
 -- masked columns are constants in their SQL. The write path thus reads no
--- settings table, passes no parameters (PL/pgSQL plans them once, generic,
--- with the constants folded) and evaluates no PL/pgSQL expressions for the
--- INSERT and DELETE paths. Measured against the earlier design of one shared
+-- settings table; the INSERT and DELETE paths evaluate no PL/pgSQL
+-- expression and pass no parameters (their statement is planned once,
+-- generic, with the constants folded; no plan_cache_mode setting is needed,
+-- and none was seen replanning in backend profiles, the UPDATE's VALUES
+-- insert included). Measured against the earlier design of one shared
 -- function taking the column lists as trigger arguments (see
 -- bench/bench_audit.py and docs/audit.md): the per-statement cost of
 -- auditing a single-row write fell by about a third.
