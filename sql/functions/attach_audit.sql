@@ -1,8 +1,10 @@
 -- clinicdb.attach_audit(regclass): install the audit triggers on a tenant
 -- table. clinicdb.protect_table() calls it for every table it protects once
 -- this function exists, so "protected" implies "audited". Idempotent: it
--- drops and re-creates the triggers with the column lists of
--- clinicdb.audit_settings, which is how set_audit_column() takes effect.
+-- (re)generates the table's capture functions from its primary key and the
+-- column lists of clinicdb.audit_settings (clinicdb.create_audit_capture)
+-- and re-creates the triggers, which is how set_audit_column() takes effect.
+-- Run it again after changing a table's primary key.
 --
 -- clinicdb.detach_audit(regclass) removes them (migration rollback; a DBA
 -- who really means it). clinicdb.set_audit_column() is the documented way to
@@ -22,7 +24,6 @@ declare
     v_keys text[];
     v_excluded text[];
     v_masked text[];
-    v_args text;
 begin
     -- Carries the standard policies for comparison and never holds a row.
     if p_table = 'clinicdb.policy_reference'::regclass then
@@ -56,20 +57,25 @@ begin
       into v_excluded, v_masked
       from clinicdb.audit_settings s
      where s.table_name = p_table;
-    v_args := format('%L, %L, %L', v_excluded::text, v_masked::text, v_keys::text);
+    -- The table's own capture functions, with these lists baked in.
+    perform clinicdb.create_audit_capture(p_table, v_keys, v_excluded, v_masked);
 
     execute format('drop trigger if exists clinicdb_audit_insert on %s', p_table);
     execute format('create trigger clinicdb_audit_insert after insert on %s referencing new table as new_table '
-                   'for each statement execute function clinicdb.audit_capture_rows(%s)', p_table, v_args);
+                   'for each statement execute function clinicdb.%I()', p_table,
+                   clinicdb.audit_capture_name(p_table, 'insert'));
     execute format('drop trigger if exists clinicdb_audit_delete on %s', p_table);
     execute format('create trigger clinicdb_audit_delete after delete on %s referencing old table as old_table '
-                   'for each statement execute function clinicdb.audit_capture_rows(%s)', p_table, v_args);
+                   'for each statement execute function clinicdb.%I()', p_table,
+                   clinicdb.audit_capture_name(p_table, 'delete'));
     execute format('drop trigger if exists clinicdb_audit_update on %s', p_table);
     execute format('create trigger clinicdb_audit_update after update on %s '
-                   'for each row execute function clinicdb.audit_capture_update(%s)', p_table, v_args);
+                   'for each row execute function clinicdb.%I()', p_table,
+                   clinicdb.audit_capture_name(p_table, 'update'));
     execute format('drop trigger if exists clinicdb_audit_truncate on %s', p_table);
     execute format('create trigger clinicdb_audit_truncate after truncate on %s '
                    'for each statement execute function clinicdb.audit_capture_truncate()', p_table);
+    perform clinicdb.drop_unused_audit_capture();
 end
 $$;
 comment on function clinicdb.attach_audit(regclass) is
@@ -88,6 +94,7 @@ begin
     execute format('drop trigger if exists clinicdb_audit_delete on %s', p_table);
     execute format('drop trigger if exists clinicdb_audit_update on %s', p_table);
     execute format('drop trigger if exists clinicdb_audit_truncate on %s', p_table);
+    perform clinicdb.drop_unused_audit_capture();
 end
 $$;
 comment on function clinicdb.detach_audit(regclass) is

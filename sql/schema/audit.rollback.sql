@@ -2,6 +2,15 @@
 -- table, then drop the trail, its seals and functions. The trail's rows are
 -- lost with it: archive first (clinicdb audit archive --to DIR --all).
 select clinicdb.detach_audit(pt.table_name) from clinicdb.protected_tables pt;
+-- Generated capture functions of tables detached some other way (absent
+-- in a database migrated by the first version of this migration).
+do $$
+begin
+    if to_regprocedure('clinicdb.drop_unused_audit_capture()') is not null then
+        perform clinicdb.drop_unused_audit_capture();
+    end if;
+end
+$$;
 
 drop function if exists clinicdb.verify_audit(bigint, bigint);
 drop function if exists clinicdb.audit_seal_status();
@@ -18,6 +27,10 @@ drop function if exists clinicdb.set_audit_column(regclass, name, text);
 drop function if exists clinicdb.detach_audit(regclass);
 drop function if exists clinicdb.attach_audit(regclass);
 drop function if exists clinicdb.audit_capture_truncate();
+drop function if exists clinicdb.drop_unused_audit_capture();
+drop function if exists clinicdb.create_audit_capture(regclass, text[], text[], text[]);
+drop function if exists clinicdb.audit_capture_name(regclass, text);
+-- The shared capture functions of the first version of this migration.
 drop function if exists clinicdb.audit_capture_update();
 drop function if exists clinicdb.audit_capture_rows();
 drop function if exists clinicdb.audit_acting_role();

@@ -10,7 +10,8 @@
 --     overrides the default exclusion of updated_at.
 -- No row means the column is kept as it is. Changed only through
 -- clinicdb.set_audit_column(), which re-attaches the table's triggers: the
--- lists travel as trigger arguments, so the write path reads no table.
+-- lists are baked into the table's generated capture functions, so the write
+-- path reads no table.
 create table if not exists clinicdb.audit_settings (
     table_name regclass not null,
     column_name name not null,
