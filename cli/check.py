@@ -25,11 +25,13 @@ from ._common import (
 @output_options
 @friendly_errors
 def check(database_url: str | None, schemas: tuple[str, ...], as_json: bool) -> None:
-    """Prove every table with a clinic_id column is protected; exit 1 on any finding.
+    """Prove every table with a clinic_id column is protected and audited; exit 1 on any finding.
 
     Runs clinicdb.check_isolation(): forced RLS, the four standard policies
     unchanged, clinic_id not null, no widening policy, view or materialized
     view, no TRUNCATE/REFERENCES grants, no application role bypassing RLS.
+    Then clinicdb.audit_findings() (once the audit migration is applied):
+    audit triggers missing or disabled, capture functions out of date.
 
     Example:
 
@@ -39,6 +41,9 @@ def check(database_url: str | None, schemas: tuple[str, ...], as_json: bool) -> 
         rows = conn.execute(
             "select table_name, finding from clinicdb.check_isolation(%s)", (list(schemas) or None,)
         ).fetchall()
+        audited = conn.execute("select to_regprocedure('clinicdb.audit_findings()') is not null").fetchone()
+        if audited and audited[0]:
+            rows += conn.execute("select table_name, finding from clinicdb.audit_findings()").fetchall()
         protected = conn.execute("select count(*) from clinicdb.protected_tables").fetchone()
     if rows:
         print_rows(["object", "finding"], rows, as_json)
@@ -47,7 +52,7 @@ def check(database_url: str | None, schemas: tuple[str, ...], as_json: bool) -> 
         click.echo("[]")
     else:
         count = protected[0] if protected else 0
-        click.echo(f"ok: every clinic_id table is protected ({count} registered tables)")
+        click.echo(f"ok: every clinic_id table is protected and audited ({count} registered tables)")
 
 
 def register(cli: click.Group) -> None:

@@ -94,6 +94,7 @@ begin
     execute format('drop trigger if exists clinicdb_audit_delete on %s', p_table);
     execute format('drop trigger if exists clinicdb_audit_update on %s', p_table);
     execute format('drop trigger if exists clinicdb_audit_truncate on %s', p_table);
+    delete from clinicdb.audit_capture_state where table_name = p_table;
     perform clinicdb.drop_unused_audit_capture();
 end
 $$;
@@ -161,10 +162,33 @@ as $$
                         ('clinicdb_audit_delete'), ('clinicdb_audit_truncate')) as t(name)
       left join pg_trigger tg on tg.tgrelid = pt.table_name and tg.tgname = t.name
      where pt.table_name <> 'clinicdb.policy_reference'::regclass
+       and exists (select 1 from pg_class c where c.oid = pt.table_name)  -- a dropped table has nothing to audit
        and (tg.oid is null or tg.tgenabled = 'D')
+    union all
+    -- Capture functions generated for columns or a key the table no longer has.
+    select s.table_name::text,
+           format('audit capture functions are out of date (%s): updates fail until select clinicdb.attach_audit(%L)',
+                  concat_ws('; ',
+                            case when cardinality(gone.names) > 0
+                                 then 'column ' || array_to_string(gone.names, ', ') || ' dropped or renamed' end,
+                            case when s.keys is distinct from pk.names then 'primary key changed' end),
+                  s.table_name::text)
+      from clinicdb.audit_capture_state s
+     cross join lateral (select coalesce(array_agg(c order by o), '{}') as names
+                           from unnest(s.columns) with ordinality as u(c, o)
+                          where not exists (select 1 from pg_attribute a
+                                             where a.attrelid = s.table_name and a.attname = u.c
+                                               and a.attnum > 0 and not a.attisdropped)) gone
+     cross join lateral (select array_agg(a.attname::text order by k.ord) as names
+                           from pg_index i
+                          cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+                           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+                          where i.indrelid = s.table_name and i.indisprimary) pk
+     where exists (select 1 from pg_class c where c.oid = s.table_name)  -- a dropped table has nothing to audit
+       and (cardinality(gone.names) > 0 or s.keys is distinct from pk.names)
      order by 1, 2
 $$;
 comment on function clinicdb.audit_findings() is
-    'clinicdb: protected tables whose audit triggers are missing or disabled; no rows means every one is audited.';
+    'clinicdb: protected tables whose audit triggers are missing or disabled, or whose capture functions are out of date; no rows means every one is audited.';
 revoke execute on function clinicdb.audit_findings() from public;
 grant execute on function clinicdb.audit_findings() to clinicdb_owner, clinicdb_auditor;

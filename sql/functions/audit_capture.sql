@@ -243,6 +243,8 @@ $f$,
         case when cardinality(p_masked) > 0 then format('clinicdb.audit_mask(v_new, %L::text[])', p_masked) else 'v_new' end,
         v_all);
 
+    insert into clinicdb.audit_capture_state (table_name, columns, keys) values (p_table, v_all, p_keys)
+    on conflict (table_name) do update set columns = excluded.columns, keys = excluded.keys, generated_at = now();
     foreach v_op in array array['insert', 'update', 'delete'] loop
         v_fn := format('clinicdb.%I()', clinicdb.audit_capture_name(p_table, v_op));
         execute format('alter function %s owner to clinicdb_owner', v_fn);

@@ -36,7 +36,7 @@ drop function if exists clinicdb.audit_capture_rows();
 drop function if exists clinicdb.audit_acting_role();
 drop function if exists clinicdb.audit_mask(jsonb, text[]);
 drop function if exists clinicdb.audit_key_text(jsonb, text[]);
-drop table if exists clinicdb.audit_pruned_months, clinicdb.audit_seals, clinicdb.audit_settings;
+drop table if exists clinicdb.audit_pruned_months, clinicdb.audit_seals, clinicdb.audit_settings, clinicdb.audit_capture_state;
 drop table if exists clinicdb.audit_log;
 drop function if exists clinicdb.audit_log_guard();
 drop sequence if exists clinicdb.audit_log_id_seq;

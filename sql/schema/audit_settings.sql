@@ -25,3 +25,19 @@ comment on table clinicdb.audit_settings is
     'clinicdb: columns left out of (exclude) or masked in (mask) the audit trail; set with clinicdb.set_audit_column().';
 revoke all on clinicdb.audit_settings from public;
 grant select on clinicdb.audit_settings to clinicdb_auditor, clinicdb_app, clinicdb_staff, clinicdb_readonly;
+
+-- What each table's capture functions were generated from (create_audit_capture
+-- writes it). A column dropped or renamed, or a new primary key, after that
+-- makes the functions out of date -- updates then fail rather than go
+-- unaudited -- and clinicdb.audit_findings() (so `clinicdb check`) says so.
+create table if not exists clinicdb.audit_capture_state (
+    table_name regclass primary key,
+    columns text[] not null,
+    keys text[] not null,
+    generated_at timestamptz not null default now()
+);
+alter table clinicdb.audit_capture_state owner to clinicdb_owner;
+comment on table clinicdb.audit_capture_state is
+    'clinicdb: the columns and key each table''s audit capture functions were generated for (attach_audit()).';
+revoke all on clinicdb.audit_capture_state from public;
+grant select on clinicdb.audit_capture_state to clinicdb_auditor;

@@ -44,6 +44,34 @@ def test_check_fails_on_a_forgotten_table(servers: ServerSet, admin: psycopg.Con
         admin.execute("delete from clinicdb.protected_tables where table_name::text = %s", (name,))
 
 
+def test_check_fails_when_a_tables_audit_capture_is_out_of_date(servers: ServerSet, admin: psycopg.Connection) -> None:
+    """A column dropped from an audited table makes `check` fail with the command to run; re-attaching clears it."""
+    name = f"audited_{uuid.uuid4().hex[:6]}"
+    admin.execute(
+        sql.SQL("create table {} (id uuid primary key, clinic_id uuid not null, note text, extra text)").format(
+            sql.Identifier(name)
+        )
+    )
+    try:
+        admin.execute("select clinicdb.protect_table(%s::regclass)", (name,))
+        admin.execute(sql.SQL("alter table {} drop column extra").format(sql.Identifier(name)))
+        code, out = run("check", "--database-url", servers.admin_url, "--json")
+        assert code == 1
+        findings = {(f["object"], f["finding"]) for f in json.loads(out)}
+        assert (
+            f"public.{name}",
+            "audit capture functions are out of date (column extra dropped or renamed):"
+            f" updates fail until select clinicdb.attach_audit('public.{name}')",
+        ) in findings
+        admin.execute("select clinicdb.attach_audit(%s::regclass)", (name,))
+        code, out = run("check", "--database-url", servers.admin_url)
+        assert code == 0, out
+    finally:
+        admin.execute("select clinicdb.detach_audit(%s::regclass)", (name,))
+        admin.execute(sql.SQL("drop table {}").format(sql.Identifier(name)))
+        admin.execute("delete from clinicdb.protected_tables where table_name::text = %s", (name,))
+
+
 def test_sql_policies_prints_exactly_what_protect_table_runs(servers: ServerSet, admin: psycopg.Connection) -> None:
     """The reviewed SQL is the SQL protect_table executes: one source, rendered once."""
     code, out = run("sql", "policies", "patients", "--database-url", servers.admin_url)

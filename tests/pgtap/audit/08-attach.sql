@@ -5,7 +5,7 @@
 -- disabled.
 begin;
 set local client_min_messages = warning;
-select plan(18);
+select plan(21);
 
 select is_empty('select * from clinicdb.audit_findings()', 'every protected table has its audit triggers, enabled');
 select set_eq($$select tgrelid::regclass::text from pg_trigger where tgname = 'clinicdb_audit_insert'$$,
@@ -80,7 +80,13 @@ select clinicdb.attach_audit('public.audit_test_things');
 alter table public.audit_test_things drop column dropped_later;
 select throws_ok($$update public.audit_test_things set label = 'c'$$, '42703', null,
                  'after a known column is dropped, an update fails rather than go unaudited');
+select results_eq($$select finding from clinicdb.audit_findings() where table_name = 'public.audit_test_things'$$,
+                  $$values ('audit capture functions are out of date (column dropped_later dropped or renamed): '
+                            'updates fail until select clinicdb.attach_audit(''public.audit_test_things'')')$$,
+                  'out-of-date capture functions are a finding that says what to run');
 select clinicdb.attach_audit('public.audit_test_things');
+select is_empty($$select * from clinicdb.audit_findings() where table_name = 'public.audit_test_things'$$,
+                'after attach_audit() again the finding is gone');
 update public.audit_test_things set label = 'c';
 delete from public.audit_test_things;
 select is((select count(*)::int from clinicdb.audit_log where table_name = 'public.audit_test_things'
@@ -91,6 +97,12 @@ alter table public.audit_test_things disable trigger clinicdb_audit_update;
 select results_eq($$select finding from clinicdb.audit_findings() where table_name = 'public.audit_test_things'$$,
                   $$values ('audit trigger clinicdb_audit_update is disabled')$$,
                   'a disabled audit trigger is a finding');
+alter table public.audit_test_things enable trigger clinicdb_audit_update;
+alter table public.audit_test_things drop constraint audit_test_things_pkey, add primary key (label);
+select results_eq($$select finding from clinicdb.audit_findings() where table_name = 'public.audit_test_things'$$,
+                  $$values ('audit capture functions are out of date (primary key changed): '
+                            'updates fail until select clinicdb.attach_audit(''public.audit_test_things'')')$$,
+                  'a new primary key is a finding too');
 select clinicdb.detach_audit('public.audit_test_things');
 select is((select count(*)::int from clinicdb.audit_findings() where table_name = 'public.audit_test_things'), 4,
           'detached triggers are findings');
