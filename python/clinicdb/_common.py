@@ -34,7 +34,7 @@ class Opening:
     def commands(self, *, prepare: bool) -> list[_wire.Command]:
         """The flight; ``prepare`` when this connection has not prepared this opening yet."""
         if not self.prepared:
-            return [(b"q", self.begin, None), (b"q", _wire.opening_query(self.extra), self.params)]
+            return [(b"q", sql, params) for sql, params in self.statements()]
         name = _wire.opening_name(self.extra)
         head: list[_wire.Command] = [(b"q", self.begin, None)]
         if prepare:

@@ -4,8 +4,8 @@ A transaction through the driver needs ``BEGIN`` and the ``set_config`` select
 (the opening, see ``_wire``) before the app's first statement. Sent on its
 own, the opening is one round trip, as psycopg's own ``BEGIN`` would be. The
 driver instead *defers* it: checking a connection out only records the
-opening on the connection (``defer``), and the first statement the app runs
-carries it. For the common case, ``cursor.execute()`` with psycopg's
+opening on the connection (``state(conn).pending``), and the first statement
+the app runs carries it. For the common case, ``cursor.execute()`` with psycopg's
 default cursor, the opening and the statement travel in one pipeline flight
 (``BEGIN``, opening, the statement, one Sync): a point read costs two round
 trips (that flight, then the closing message) where a bare psycopg
@@ -31,7 +31,7 @@ was checked against, and the driver suite runs each path
 from __future__ import annotations
 
 import select
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +105,7 @@ def opening_gen(conn: BaseConnection[Any], extra: Sequence[_wire.Command] = ()) 
     for attempt in (1, 2):
         need = opening.prepared and opening.name not in st.prepared
         head = opening.commands(prepare=need)
-        results = yield from _wire.flight(pgconn, [*head, *extra], encoding, raise_errors=False)
+        results = yield from _wire.flight(pgconn, [*head, *extra], encoding)
         own = results[: len(head)]
         failed = next((r for r in own if r.status == pq.ExecStatus.FATAL_ERROR), None)
         if failed is None:
@@ -173,17 +173,15 @@ class MergedExecuteCursor:
         sends: list[_wire.Command] = []
         if prep is Prepare.NO:
             sends.append(
-                _send(
-                    lambda pg: pg.send_query_params(
-                        pgq.query, pgq.params, param_formats=pgq.formats, param_types=pgq.types, result_format=fmt
-                    )
+                lambda pg: pg.send_query_params(
+                    pgq.query, pgq.params, param_formats=pgq.formats, param_types=pgq.types, result_format=fmt
                 )
             )
         else:
             if prep is Prepare.SHOULD:
-                sends.append(_send(lambda pg: pg.send_prepare(name, pgq.query, param_types=pgq.types)))
+                sends.append(lambda pg: pg.send_prepare(name, pgq.query, param_types=pgq.types))
             sends.append(
-                _send(lambda pg: pg.send_query_prepared(name, pgq.params, param_formats=pgq.formats, result_format=fmt))
+                lambda pg: pg.send_query_prepared(name, pgq.params, param_formats=pgq.formats, result_format=fmt)
             )
         results = yield from opening_gen(conn, sends)
         if prep is Prepare.SHOULD:
@@ -197,7 +195,3 @@ class MergedExecuteCursor:
         cur._set_results(results)
         cur._last_query = query
         yield from conn._prepared.maintain_gen(conn)
-
-
-def _send(fn: Callable[[pq.abc.PGconn], Any]) -> _wire.Command:
-    return fn

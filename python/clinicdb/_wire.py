@@ -104,15 +104,13 @@ def opening_params(
     return [v.encode(encoding) for v in values]
 
 
-def flight(
-    pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str, *, raise_errors: bool = True
-) -> PQGen[list[pq.abc.PGresult]]:
+def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) -> PQGen[list[pq.abc.PGresult]]:
     """Send ``commands`` in one pipeline (one Sync) and return one result per command.
 
-    Raises the first error the server returned (after draining the pipeline,
-    so the connection stays usable), unless ``raise_errors`` is false: then
-    the error and the PIPELINE_ABORTED results after it are returned.
-    Connection loss raises OperationalError.
+    An error the server returned comes back as a result (with PIPELINE_ABORTED
+    for the commands after it), read to the end so the connection stays
+    usable: the caller decides whose error it is (see _deferred). Connection
+    loss raises OperationalError.
     """
     pgconn.enter_pipeline_mode()
     try:
@@ -155,8 +153,6 @@ def flight(
     finally:
         if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
             pgconn.exit_pipeline_mode()
-    if raise_errors:
-        raise_first_error(results, encoding)
     if len(results) != len(commands):
         raise e.OperationalError(f"expected {len(commands)} results in the pipeline, got {len(results)}")
     return results

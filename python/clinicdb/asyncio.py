@@ -389,12 +389,12 @@ class AsyncClinicDB:
             cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
             async with cur:
                 yield cur
-            if deferred.pending is not None:
-                deferred.pending = None  # the block ran no statement: nothing was sent, nothing to end
-            elif read:
-                await self._commit_read(conn, standby=route == ROUTE_REPLICA)
-            else:
-                await self._commit_write(conn)
+            # Still pending: the block ran no statement, so nothing was sent and there is nothing to end.
+            if deferred.pending is None:
+                if read:
+                    await self._commit_read(conn, standby=route == ROUTE_REPLICA)
+                else:
+                    await self._commit_write(conn)
             ok = True
         except BaseException as exc:
             if route == ROUTE_REPLICA and _retry.connection_lost(exc):
@@ -413,10 +413,6 @@ class AsyncClinicDB:
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
             )
-
-    async def _flight(self, conn: AConn, commands: Sequence[_wire.Command]) -> list[pq.abc.PGresult]:
-        async with conn.lock:
-            return await conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
 
     async def _close(self, conn: AConn, message: bytes) -> list[pq.abc.PGresult]:
         async with conn.lock:

@@ -382,12 +382,12 @@ class ClinicDB:
             cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
             with cur:
                 yield cur
-            if deferred.pending is not None:
-                deferred.pending = None  # the block ran no statement: nothing was sent, nothing to end
-            elif read:
-                self._commit_read(conn, standby=route == ROUTE_REPLICA)
-            else:
-                self._commit_write(conn)
+            # Still pending: the block ran no statement, so nothing was sent and there is nothing to end.
+            if deferred.pending is None:
+                if read:
+                    self._commit_read(conn, standby=route == ROUTE_REPLICA)
+                else:
+                    self._commit_write(conn)
             ok = True
         except BaseException as exc:
             if route == ROUTE_REPLICA and _retry.connection_lost(exc):
@@ -406,10 +406,6 @@ class ClinicDB:
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
             )
-
-    def _flight(self, conn: Conn, commands: Sequence[_wire.Command]) -> list[pq.abc.PGresult]:
-        with conn.lock:
-            return conn.wait(_wire.flight(conn.pgconn, commands, conn.info.encoding))
 
     def _close(self, conn: Conn, message: bytes) -> list[pq.abc.PGresult]:
         with conn.lock:
