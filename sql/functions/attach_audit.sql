@@ -14,6 +14,21 @@
 -- SECURITY INVOKER: creating a trigger needs ownership of the table, which
 -- the caller (the owner running a migration, or a DBA) has.
 
+-- A table's primary key columns in key order (NULL without one): the key the
+-- trail names rows by, read the same way wherever the audit layer needs it.
+create or replace function clinicdb.audit_key_columns(p_table regclass)
+returns text[]
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+return (select array_agg(a.attname::text order by k.ord)
+          from pg_index i
+         cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+          join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+         where i.indrelid = p_table and i.indisprimary);
+comment on function clinicdb.audit_key_columns(regclass) is
+    'clinicdb: a table''s primary key columns in order, the key its audit rows are named by (NULL without one).';
+
 create or replace function clinicdb.attach_audit(p_table regclass)
 returns void
 language plpgsql
@@ -34,11 +49,7 @@ begin
         raise exception 'table % has no clinic_id column; the audit trail is per clinic', p_table
             using errcode = 'undefined_column', hint = 'protect it first with clinicdb.protect_table()';
     end if;
-    select array_agg(a.attname::text order by k.ord) into v_keys
-      from pg_index i
-      cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-     where i.indrelid = p_table and i.indisprimary;
+    v_keys := clinicdb.audit_key_columns(p_table);
     if v_keys is null then
         raise exception 'table % has no primary key; the audit trail names rows by it', p_table
             using errcode = 'invalid_table_definition', hint = 'add a primary key, then protect the table again';
@@ -123,9 +134,7 @@ begin
         raise exception 'table % has no column %', p_table, p_column
             using errcode = 'undefined_column', hint = 'check the name with \d in psql';
     end if;
-    if p_mode <> 'include' and exists (
-        select 1 from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
-         where i.indrelid = p_table and i.indisprimary and a.attname = p_column) then
+    if p_mode <> 'include' and p_column::text = any (clinicdb.audit_key_columns(p_table)) then
         raise exception 'column %.% is part of the primary key, which every audit row names', p_table, p_column
             using errcode = 'invalid_parameter_value', hint = 'key columns cannot be excluded or masked';
     end if;
@@ -171,7 +180,8 @@ as $$
                   concat_ws('; ',
                             case when cardinality(gone.names) > 0
                                  then 'column ' || array_to_string(gone.names, ', ') || ' dropped or renamed' end,
-                            case when s.keys is distinct from pk.names then 'primary key changed' end),
+                            case when s.keys is distinct from clinicdb.audit_key_columns(s.table_name)
+                                 then 'primary key changed' end),
                   s.table_name::text)
       from clinicdb.audit_capture_state s
      cross join lateral (select coalesce(array_agg(c order by o), '{}') as names
@@ -179,13 +189,8 @@ as $$
                           where not exists (select 1 from pg_attribute a
                                              where a.attrelid = s.table_name and a.attname = u.c
                                                and a.attnum > 0 and not a.attisdropped)) gone
-     cross join lateral (select array_agg(a.attname::text order by k.ord) as names
-                           from pg_index i
-                          cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-                           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-                          where i.indrelid = s.table_name and i.indisprimary) pk
      where exists (select 1 from pg_class c where c.oid = s.table_name)  -- a dropped table has nothing to audit
-       and (cardinality(gone.names) > 0 or s.keys is distinct from pk.names)
+       and (cardinality(gone.names) > 0 or s.keys is distinct from clinicdb.audit_key_columns(s.table_name))
      order by 1, 2
 $$;
 comment on function clinicdb.audit_findings() is

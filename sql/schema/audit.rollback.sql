@@ -26,6 +26,7 @@ drop function if exists clinicdb.audit_findings();
 drop function if exists clinicdb.set_audit_column(regclass, name, text);
 drop function if exists clinicdb.detach_audit(regclass);
 drop function if exists clinicdb.attach_audit(regclass);
+drop function if exists clinicdb.audit_key_columns(regclass);
 drop function if exists clinicdb.audit_capture_truncate();
 drop function if exists clinicdb.drop_unused_audit_capture();
 drop function if exists clinicdb.create_audit_capture(regclass, text[], text[], text[]);
