@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import functools
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import psycopg
 
-from bench.harness import Ratio, throughput
+from bench.harness import PairedRatio, Ratio, paired, throughput
 from clinicdb.devcluster.testing import ServerSet
 
 # Which patient to update: not security relevant, seeded for repeatable runs.
@@ -232,34 +230,6 @@ def _measure(servers: ServerSet, clinic: uuid.UUID, mode: str, op: str) -> float
         _clear(servers.admin_url, clinic)
 
 
-@dataclass
-class _PairedRatio(Ratio):
-    """A ratio taken as the median of per-round ratios (baseline and candidate measured back to back).
-
-    The machine is shared: its speed drifts by tens of percent within seconds,
-    so a round's two measurements, taken one after the other, are compared
-    with each other rather than the median candidate with the median baseline.
-    """
-
-    paired: float = float("nan")
-
-    @property
-    def value(self) -> float:
-        return self.paired
-
-
-def _paired(
-    baseline: Callable[[], float], candidate: Callable[[], float], rounds: int
-) -> tuple[float, float, list[float]]:
-    """Median baseline, median candidate, and the per-round candidate/baseline ratios."""
-    base: list[float] = []
-    cand: list[float] = []
-    for _ in range(rounds):
-        base.append(baseline())
-        cand.append(candidate())
-    return statistics.median(base), statistics.median(cand), [c / b for b, c in zip(base, cand, strict=True)]
-
-
 def run(servers: ServerSet) -> list[Ratio]:
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
         conn.execute(_JSONB_TRIGGER)
@@ -270,25 +240,18 @@ def run(servers: ServerSet) -> list[Ratio]:
     try:
         for label, op, target in WORKLOADS:
             for mode in MODES:
-                base, cand, per_round = _paired(
+                base, cand, per_round = paired(
                     functools.partial(_measure, servers, clinic, "none", op),
                     functools.partial(_measure, servers, clinic, mode, op),
                     rounds=ROUNDS,
                 )
                 unit = "rows/s" if op == "bulk" else "ops/s"
                 name = f"{label}: {_MODE_NAMES[mode]}"
-                note = f"median of {ROUNDS} paired rounds; per round {min(per_round):.2f} to {max(per_round):.2f}"
-                ratios.append(
-                    _PairedRatio(
-                        name,
-                        cand,
-                        base,
-                        target if mode == "clinicdb" else None,
-                        unit=unit,
-                        notes=[note],
-                        paired=statistics.median(per_round),
-                    )
+                ratio = PairedRatio(
+                    name, cand, base, target if mode == "clinicdb" else None, unit=unit, per_round=per_round
                 )
+                ratio.notes.append(ratio.spread)
+                ratios.append(ratio)
     finally:
         _configure(servers.admin_url, "clinicdb")
     return ratios

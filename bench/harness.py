@@ -96,6 +96,48 @@ def interleaved(
     return statistics.median(base), statistics.median(cand)
 
 
+@dataclass
+class PairedRatio(Ratio):
+    """A ratio taken as the median of per-round ratios (baseline and candidate measured back to back).
+
+    The machine is shared: its speed drifts by tens of percent within seconds,
+    so a round's two measurements, taken one after the other, are compared
+    with each other rather than the median candidate with the median baseline.
+    """
+
+    per_round: list[float] = field(default_factory=list)
+
+    @property
+    def value(self) -> float:
+        return statistics.median(self.per_round) if self.per_round else float("nan")
+
+    @property
+    def spread(self) -> str:
+        """How the rounds ranged, for the printed notes."""
+        low, high = min(self.per_round), max(self.per_round)
+        return f"median of {len(self.per_round)} paired rounds; per round {low:.2f} to {high:.2f}"
+
+
+def paired(
+    baseline: Callable[[], float], candidate: Callable[[], float], *, rounds: int, alternate: bool = False
+) -> tuple[float, float, list[float]]:
+    """Median baseline, median candidate, and the per-round candidate/baseline ratios.
+
+    ``alternate`` swaps which of the two runs first in every other round, so
+    neither always runs on the heels of the other.
+    """
+    base: list[float] = []
+    cand: list[float] = []
+    for i in range(rounds):
+        if alternate and i % 2:
+            cand.append(candidate())
+            base.append(baseline())
+        else:
+            base.append(baseline())
+            cand.append(candidate())
+    return statistics.median(base), statistics.median(cand), [c / b for b, c in zip(base, cand, strict=True)]
+
+
 def percentile(samples: Sequence[float], pct: float) -> float:
     """The pct-th percentile (0-100) of samples, nearest rank."""
     if not samples:

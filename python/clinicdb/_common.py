@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -27,7 +28,7 @@ class Opening:
     """
 
     begin: bytes
-    params: list[bytes | None]
+    params: tuple[bytes | None, ...]  # a tuple: cached Openings are shared between transactions
     extra: int
     prepared: bool
 
@@ -41,7 +42,7 @@ class Opening:
             head.append((b"p", name, _wire.opening_query(self.extra)))
         return [*head, (b"e", name, self.params)]
 
-    def statements(self) -> list[tuple[bytes, list[bytes | None] | None]]:
+    def statements(self) -> list[tuple[bytes, Sequence[bytes | None] | None]]:
         """The flight as plain (unprepared) statements with their parameters."""
         return [(self.begin, None), (_wire.opening_query(self.extra), self.params)]
 
@@ -51,14 +52,37 @@ class Opening:
 
     @classmethod
     def build(cls, scope: Scope, config: DriverConfig, *, read: bool, isolation: str | None) -> Opening:
-        params = _wire.opening_params(
+        if scope.settings:  # extra settings may hold keys: built per transaction, never cached
+            return _build(
+                scope,
+                config.statement_timeout_ms,
+                config.idle_in_transaction_timeout_ms,
+                read,
+                isolation,
+                config.prepare_threshold is not None,
+            )
+        return _cached_build(
             scope,
-            statement_timeout_ms=config.statement_timeout_ms,
-            idle_timeout_ms=config.idle_in_transaction_timeout_ms,
-            encoding="utf-8",
+            config.statement_timeout_ms,
+            config.idle_in_transaction_timeout_ms,
+            read,
+            isolation,
+            config.prepare_threshold is not None,
         )
-        begin = _wire.begin_command(read_only=read, isolation=isolation)
-        return cls(begin, params, len(scope.settings), config.prepare_threshold is not None)
+
+
+def _build(
+    scope: Scope, statement_timeout_ms: int, idle_timeout_ms: int, read: bool, isolation: str | None, prepared: bool
+) -> Opening:
+    params = _wire.opening_params(
+        scope, statement_timeout_ms=statement_timeout_ms, idle_timeout_ms=idle_timeout_ms, encoding="utf-8"
+    )
+    begin = _wire.begin_command(read_only=read, isolation=isolation)
+    return Opening(begin, tuple(params), len(scope.settings), prepared)
+
+
+# An Opening is immutable and depends only on these arguments: the common scopes reuse theirs.
+_cached_build = lru_cache(maxsize=4096)(_build)
 
 
 def sync_prepared(prepared: set[bytes], opening: Opening, exc: BaseException) -> None:

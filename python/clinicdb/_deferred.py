@@ -30,7 +30,6 @@ was checked against, and the driver suite runs each path
 
 from __future__ import annotations
 
-import select
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -57,6 +56,7 @@ class OpeningState:
         self.pending: Opening | None = None  # set at checkout, cleared when sent or when the block ends
         self.prepared: set[bytes] = set()  # names of the openings prepared on this connection
         self.replay: str | None = None  # the replica's replay LSN, as the opening read it
+        self.owner: Any = None  # the pool this connection was checked out of, while it is out
 
 
 def state(conn: Any) -> OpeningState:
@@ -71,18 +71,16 @@ def state(conn: Any) -> OpeningState:
 def looks_dead(pgconn: pq.abc.PGconn) -> bool:
     """True when an idle pooled connection was closed by its server (shutdown, crash, terminate).
 
-    A server that goes away leaves an error and end-of-file on the socket of
-    every idle connection: a zero-timeout poll sees it without a round trip.
+    A server that goes away leaves its last message and end-of-file on the
+    socket of every idle connection. Reading what is there (the socket never
+    blocks) finds them without a round trip: the first read takes the message,
+    the second meets end-of-file. Unlike a ``select()``, it keeps the GIL, so
+    a checkout does not hand the interpreter to another thread.
     """
     if pgconn.status != pq.ConnStatus.OK:
         return True
     try:
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
-    except (OSError, ValueError, psycopg.OperationalError):
-        return True
-    if not readable:
-        return False
-    try:
+        pgconn.consume_input()
         pgconn.consume_input()
     except psycopg.OperationalError:
         return True

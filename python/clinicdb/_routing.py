@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from clinicdb._tokens import CausalToken
+from clinicdb._tokens import CausalToken, parse_lsn
 
 # Why a read that could have gone to a replica went to the primary.
 NO_REPLICAS = "no_replicas_configured"
@@ -46,6 +46,7 @@ class ReplicaState:
     measured_at: float | None = None
     last_error: str | None = None
     trips: int = 0
+    replay_text: str | None = None  # the last replay LSN an opening read, as text
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Route:
 
     replica: int | None
     reason: str | None = None
+
+
+_TO_PRIMARY = {reason: Route(None, reason) for reason in (NO_REPLICAS, UNAVAILABLE, CAUSAL)}
 
 
 class Router:
@@ -70,6 +74,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.replicas = [ReplicaState(i, name) for i, name in enumerate(replica_names)]
+        self._routes = [Route(i) for i in range(len(self.replicas))]  # immutable: one per replica, reused
         self.max_lag = max_lag
         self.stale_after = max(5 * check_interval, 2.0)
         self.backoff = backoff
@@ -93,19 +98,19 @@ class Router:
     def pick(self, token: CausalToken | None, *, exclude: frozenset[int] = frozenset()) -> Route:
         """The route for one read; ``exclude`` holds replicas that already failed this read."""
         if not self.replicas:
-            return Route(None, NO_REPLICAS)
+            return _TO_PRIMARY[NO_REPLICAS]
         now = self.clock()
         with self._lock:
             fit = [s for s in self.replicas if s.index not in exclude and self.fit(s, now)]
             if not fit:
-                return Route(None, UNAVAILABLE)
+                return _TO_PRIMARY[UNAVAILABLE]
             if token is not None:
                 fit = [s for s in fit if s.replay_lsn is not None and s.replay_lsn >= token.lsn]
                 if not fit:
-                    return Route(None, CAUSAL)
+                    return _TO_PRIMARY[CAUSAL]
             chosen = fit[self._next % len(fit)]
             self._next += 1
-            return Route(chosen.index)
+            return self._routes[chosen.index]
 
     def waitable(self, token: CausalToken, *, exclude: frozenset[int] = frozenset()) -> int | None:
         """A fit replica (ignoring the token) worth waiting on for ``token``: the one furthest ahead."""
@@ -120,6 +125,13 @@ class Router:
     def observe_primary(self, lsn: int) -> None:
         with self._lock:
             self.primary_lsn = max(lsn, self.primary_lsn or 0)
+
+    def observe_replay_text(self, index: int, text: str) -> None:
+        """``observe_replay`` for the LSN text an opening read; parsed only when it moved since the last one."""
+        state = self.replicas[index]
+        if text != state.replay_text:
+            state.replay_text = text
+            self.observe_replay(index, parse_lsn(text))
 
     def observe_replay(self, index: int, lsn: int | None, *, measured: bool = False) -> None:
         """A replay position seen on replica ``index``; ``measured`` when paired with a fresh primary position."""

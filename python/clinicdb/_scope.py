@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 from clinicdb.errors import NoClinicScope
@@ -24,6 +25,9 @@ RESERVED = frozenset({"app.clinic_id", "app.user_id", "app.request_id"})
 # search_path and every other server parameter out of reach of this door.
 _CUSTOM_GUC = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$.]*$")
 _MAX_TEXT = 1024
+# Exact types whose values resolve() may cache the validated Scope of (hashable, immutable).
+_PLAIN_ID = (uuid.UUID, str)
+_PLAIN_TEXT = (str, type(None))
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class Scope:
     clinic_id: uuid.UUID
     user_id: str | None = None
     request_id: str | None = None
-    settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    # Not hashed (a mapping is not hashable); still compared, so equal scopes have equal settings.
+    settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, hash=False)
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(self.settings)) or "none"
@@ -95,6 +100,12 @@ def _settings_arg(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(checked)
 
 
+@lru_cache(maxsize=4096)
+def _plain_scope(clinic_id: uuid.UUID | str, user_id: str | None, request_id: str | None) -> Scope:
+    # Validation runs on the first call only: a malformed argument raises, and exceptions are never cached.
+    return make_scope(clinic_id, user_id=user_id, request_id=request_id)
+
+
 def make_scope(
     clinic_id: object,
     *,
@@ -123,8 +134,8 @@ def resolve(
     Explicit ``user_id``/``request_id``/``settings`` override the active scope's,
     even when the clinic comes from the scope. No clinic anywhere fails closed.
     """
-    active = _current.get()
     if clinic_id is None:
+        active = _current.get()
         if active is None:
             raise NoClinicScope(
                 "no clinic for this transaction: pass clinic_id=..., or run inside"
@@ -140,6 +151,15 @@ def resolve(
             request_id=active.request_id if request_id is None else request_id,
             settings=merged,
         )
+    if (
+        settings is None
+        and type(clinic_id) in _PLAIN_ID
+        and type(user_id) in _PLAIN_TEXT
+        and type(request_id) in _PLAIN_TEXT
+    ):
+        # The common call (no extra settings, which may hold keys and are never cached): one immutable Scope
+        # per (clinic, user, request), validated once, instead of a new one per transaction.
+        return _plain_scope(clinic_id, user_id, request_id)
     return make_scope(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
 
 

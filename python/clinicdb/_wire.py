@@ -42,6 +42,8 @@ from clinicdb._scope import Scope
 # or a function that sends one statement itself (the app's first statement, see _deferred).
 Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None] | Callable[[pq.abc.PGconn], Any]
 _COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
+_FATAL = pq.ExecStatus.FATAL_ERROR
+_SYNC = pq.ExecStatus.PIPELINE_SYNC
 
 _FIXED = ("app.clinic_id", "app.user_id", "app.request_id", "statement_timeout", "idle_in_transaction_session_timeout")
 # Closing messages (simple query protocol, several statements each). CLEAN_SESSION drops the session state
@@ -133,23 +135,22 @@ def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) ->
             ready = yield Wait.RW
             if ready & Ready.R:
                 pgconn.consume_input()
+        # psycopg's C generator reads each command's results (up to libpq's separating NULL; the Sync alone).
         results: list[pq.abc.PGresult] = []
         while True:
-            while pgconn.is_busy():
-                yield Wait.R
-                pgconn.consume_input()
-            res = pgconn.get_result()
-            if res is None:
+            got = yield from generators.fetch_many(pgconn)
+            if not got:
                 if pgconn.status != pq.ConnStatus.OK:
                     raise e.OperationalError(f"connection lost: {pgconn.get_error_message(encoding)}")
                 continue
-            if res.status == pq.ExecStatus.PIPELINE_SYNC:
+            status = got[0].status
+            if status == _SYNC:
                 break
-            if res.status in _COPY:
+            if status in _COPY:
                 # libpq cannot leave COPY inside a pipeline: the connection is lost to the pool either way.
                 pgconn.finish()
                 raise e.NotSupportedError("COPY cannot run through execute() here: use cursor.copy()")
-            results.append(res)
+            results.extend(got)
     finally:
         if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
             pgconn.exit_pipeline_mode()
@@ -169,11 +170,11 @@ def closing(pgconn: pq.abc.PGconn, message: bytes) -> PQGen[list[pq.abc.PGresult
     return gen
 
 
-def raise_first_error(results: Sequence[pq.abc.PGresult], encoding: str) -> list[pq.abc.PGresult]:
-    """``results`` unchanged, or the first error among them raised as psycopg's exception."""
+def raise_first_error(results: Sequence[pq.abc.PGresult], conn: Any) -> list[pq.abc.PGresult]:
+    """``results`` unchanged, or the first error among them raised as psycopg's exception (``conn``'s encoding)."""
     for res in results:
-        if res.status == pq.ExecStatus.FATAL_ERROR:
-            raise e.error_from_result(res, encoding=encoding)
+        if res.status == _FATAL:
+            raise e.error_from_result(res, encoding=conn.info.encoding)
     return list(results)
 
 

@@ -16,7 +16,6 @@ import asyncio  # NOSYNC
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -136,7 +135,6 @@ class AsyncClinicDB:
         self._monitor_conns: dict[int, AConn | None] = {}
         self._primary_monitor: AConn | None = None
         self._opened = False
-        self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         # sync: if open:
         # sync:     self.open()
 
@@ -407,7 +405,7 @@ class AsyncClinicDB:
             deferred.pending = None
             if deferred.replay is not None:
                 if route == ROUTE_REPLICA:
-                    self.router.observe_replay(self.replicas.index(server), parse_lsn(deferred.replay))
+                    self.router.observe_replay_text(self.replicas.index(server), deferred.replay)
                 deferred.replay = None
             await self._put(server, conn)
             self._metrics.transaction(
@@ -417,17 +415,22 @@ class AsyncClinicDB:
     async def _close(self, conn: AConn, message: bytes) -> list[pq.abc.PGresult]:
         async with conn.lock:
             results = await conn.wait(_wire.closing(conn.pgconn, message))
-        return _wire.raise_first_error(results, conn.info.encoding)
+        return _wire.raise_first_error(results, conn)
 
     async def _getconn(self, server: _AsyncServer, timeout: float) -> AConn:
+        """A connection from ``server``'s pool, which ``_put`` returns it to; PoolTimeout if none came in time.
+
+        A pool that could not open any connection because the login was refused raises that refusal instead.
+        """
         try:
             conn = await server.pool.getconn(timeout=timeout)
-            self._owners[conn] = server.pool
-            return conn
         except PoolTimeout as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
-            raise PoolExhausted(exhausted_message(server.name, server.pool.get_stats(), timeout)) from exc
+            raise
+        # Remember the pool: a replica's pool may be renewed before the connection comes back.
+        _deferred.state(conn).owner = server.pool
+        return conn
 
     async def _send_opening(self, conn: AConn, opening: Opening) -> str | None:
         """Send the opening now, on its own (a causal read must see the replica's position first); the replay LSN."""
@@ -440,8 +443,13 @@ class AsyncClinicDB:
 
     async def _open_primary(self, opening: Opening) -> AConn:
         # A pooled connection the primary closed (restart) is discarded for another: nothing has run yet.
+        timeout = self.config.acquire_timeout
         for _ in range(primary_reopen_attempts(self.config)):
-            conn = await self._getconn(self.primary, self.config.acquire_timeout)
+            try:
+                conn = await self._getconn(self.primary, timeout)
+            except PoolTimeout as exc:
+                stats = self.primary.pool.get_stats()
+                raise PoolExhausted(exhausted_message(self.primary.name, stats, timeout)) from exc
             if not _deferred.looks_dead(conn.pgconn):
                 _deferred.state(conn).pending = opening
                 return conn
@@ -475,11 +483,8 @@ class AsyncClinicDB:
     async def _open_replica(self, index: int, opening: Opening, wait_for: CausalToken | None) -> AConn | None:
         server = self.replicas[index]
         try:
-            conn = await server.pool.getconn(timeout=self.config.replica_acquire_timeout)
-            self._owners[conn] = server.pool
+            conn = await self._getconn(server, self.config.replica_acquire_timeout)
         except PoolTimeout as exc:
-            if self._refusal is not None:
-                raise self._refusal from exc
             if server.pool.get_stats().get("pool_size", 0) == 0:
                 self._replica_failed(index, exc)
             return None
@@ -519,7 +524,9 @@ class AsyncClinicDB:
 
     async def _put(self, server: _AsyncServer, conn: AConn) -> None:
         # Back to the pool it came from: a replica's pool may have been renewed meanwhile.
-        await self._owners.pop(conn, server.pool).putconn(conn)
+        st = _deferred.state(conn)
+        owner, st.owner = st.owner or server.pool, None
+        await owner.putconn(conn)
 
     async def _renew_pool(self, server: _AsyncServer) -> None:
         """A fresh pool for a replica that came back: the old one may be stuck in its reconnect back-off."""

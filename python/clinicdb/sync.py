@@ -18,7 +18,6 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -135,7 +134,6 @@ class ClinicDB:
         self._monitor_conns: dict[int, Conn | None] = {}
         self._primary_monitor: Conn | None = None
         self._opened = False
-        self._owners: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         if open:
             self.open()
 
@@ -400,7 +398,7 @@ class ClinicDB:
             deferred.pending = None
             if deferred.replay is not None:
                 if route == ROUTE_REPLICA:
-                    self.router.observe_replay(self.replicas.index(server), parse_lsn(deferred.replay))
+                    self.router.observe_replay_text(self.replicas.index(server), deferred.replay)
                 deferred.replay = None
             self._put(server, conn)
             self._metrics.transaction(
@@ -410,17 +408,22 @@ class ClinicDB:
     def _close(self, conn: Conn, message: bytes) -> list[pq.abc.PGresult]:
         with conn.lock:
             results = conn.wait(_wire.closing(conn.pgconn, message))
-        return _wire.raise_first_error(results, conn.info.encoding)
+        return _wire.raise_first_error(results, conn)
 
     def _getconn(self, server: _Server, timeout: float) -> Conn:
+        """A connection from ``server``'s pool, which ``_put`` returns it to; PoolTimeout if none came in time.
+
+        A pool that could not open any connection because the login was refused raises that refusal instead.
+        """
         try:
             conn = server.pool.getconn(timeout=timeout)
-            self._owners[conn] = server.pool
-            return conn
         except PoolTimeout as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
-            raise PoolExhausted(exhausted_message(server.name, server.pool.get_stats(), timeout)) from exc
+            raise
+        # Remember the pool: a replica's pool may be renewed before the connection comes back.
+        _deferred.state(conn).owner = server.pool
+        return conn
 
     def _send_opening(self, conn: Conn, opening: Opening) -> str | None:
         """Send the opening now, on its own (a causal read must see the replica's position first); the replay LSN."""
@@ -433,8 +436,13 @@ class ClinicDB:
 
     def _open_primary(self, opening: Opening) -> Conn:
         # A pooled connection the primary closed (restart) is discarded for another: nothing has run yet.
+        timeout = self.config.acquire_timeout
         for _ in range(primary_reopen_attempts(self.config)):
-            conn = self._getconn(self.primary, self.config.acquire_timeout)
+            try:
+                conn = self._getconn(self.primary, timeout)
+            except PoolTimeout as exc:
+                stats = self.primary.pool.get_stats()
+                raise PoolExhausted(exhausted_message(self.primary.name, stats, timeout)) from exc
             if not _deferred.looks_dead(conn.pgconn):
                 _deferred.state(conn).pending = opening
                 return conn
@@ -468,11 +476,8 @@ class ClinicDB:
     def _open_replica(self, index: int, opening: Opening, wait_for: CausalToken | None) -> Conn | None:
         server = self.replicas[index]
         try:
-            conn = server.pool.getconn(timeout=self.config.replica_acquire_timeout)
-            self._owners[conn] = server.pool
+            conn = self._getconn(server, self.config.replica_acquire_timeout)
         except PoolTimeout as exc:
-            if self._refusal is not None:
-                raise self._refusal from exc
             if server.pool.get_stats().get("pool_size", 0) == 0:
                 self._replica_failed(index, exc)
             return None
@@ -512,7 +517,9 @@ class ClinicDB:
 
     def _put(self, server: _Server, conn: Conn) -> None:
         # Back to the pool it came from: a replica's pool may have been renewed meanwhile.
-        self._owners.pop(conn, server.pool).putconn(conn)
+        st = _deferred.state(conn)
+        owner, st.owner = st.owner or server.pool, None
+        owner.putconn(conn)
 
     def _renew_pool(self, server: _Server) -> None:
         """A fresh pool for a replica that came back: the old one may be stuck in its reconnect back-off."""
