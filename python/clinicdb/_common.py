@@ -109,8 +109,12 @@ def pool_kwargs(config: DriverConfig) -> dict[str, Any]:
 
 
 def primary_reopen_attempts(config: DriverConfig) -> int:
-    """How many pooled connections to try when the first ones turn out dead (at most the pool size, at most 3)."""
-    return max(1, min(3, config.max_size))
+    """How many checkouts to try when pooled connections turn out dead: up to 3 of them, then a fresh one.
+
+    The pool replaces each dead connection it is handed back, so the try after the dead ones gets a new
+    connection (or, with the server down, the pool's timeout): a pool of one survives a restart too.
+    """
+    return min(3, max(1, config.max_size)) + 1
 
 
 def check_urls(primary_url: str, replica_urls: Sequence[str]) -> None:

@@ -434,6 +434,28 @@ def test_read_retried_after_connection_loss(make_db: Make, servers: ServerSet, c
     assert len(calls) == 2 and db.metrics()["retries"]["read"] == 1
 
 
+@pytest.mark.parametrize("kind", ["write", "read"])
+def test_idle_pooled_connection_the_server_ended_is_replaced_at_checkout(
+    make_db: Make, servers: ServerSet, clinic_pair: Any, kind: str
+) -> None:
+    """A pooled connection whose backend was terminated while idle is discarded at checkout, before any SQL.
+
+    The next transaction runs on a fresh connection without an error and without a retry.
+    """
+    a, _b = clinic_pair
+    db = make_db(replicas=[], min_size=1, max_size=1)
+    with db.write(a) as cur:
+        pid = cur.execute("select pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(servers.admin_url, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)  # the server's goodbye and end-of-file reach the idle socket
+    use = db.write if kind == "write" else db.read
+    with use(a) as cur:
+        row = cur.execute("select pg_backend_pid(), current_setting('app.clinic_id')").fetchone()
+    assert row[0] != pid and row[1] == str(a)
+    assert db.metrics()["retries"] == {"read": 0, "write": 0}
+
+
 # -- limits and logins ------------------------------------------------------------
 
 

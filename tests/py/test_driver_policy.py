@@ -8,10 +8,11 @@ import psycopg
 import pytest
 
 from clinicdb import CausalToken, CommitOutcomeUnknown, DriverConfig, NoClinicScope, clinic_scope
+from clinicdb._common import Opening, _cached_build
 from clinicdb._config import ENV_NAMES
 from clinicdb._retry import delay, retryable
 from clinicdb._routing import CAUSAL, NO_REPLICAS, UNAVAILABLE, Router
-from clinicdb._scope import make_scope, resolve
+from clinicdb._scope import _plain_scope, make_scope, resolve
 from clinicdb.settings import SETTINGS
 
 
@@ -141,6 +142,29 @@ def test_resolve_fails_closed_and_scopes_nest() -> None:
         assert resolve(None, request_id="r").user_id == "u"
     with pytest.raises(NoClinicScope):
         resolve(None)
+
+
+def test_resolve_validates_every_call_and_never_caches_extra_settings() -> None:
+    """The per-(clinic, user, request) Scope cache holds validated scopes only, and nothing that carries settings.
+
+    A malformed argument is rejected on every call (exceptions are not cached); extra settings (keys, for
+    the encryption work) are built per transaction and kept by neither the scope nor the opening cache.
+    """
+    clinic = uuid.uuid4()
+    for _ in range(2):
+        with pytest.raises(ValueError, match="clinic_id"):
+            resolve("not-a-uuid")
+        with pytest.raises(ValueError, match="user_id"):
+            resolve(clinic, user_id="a\x00b")
+    assert resolve(clinic, user_id="u") is resolve(clinic, user_id="u")
+    assert resolve(str(clinic), user_id="u") == resolve(clinic, user_id="u")
+    config = DriverConfig()
+    Opening.build(resolve(clinic), config, read=True, isolation=None)
+    scopes, openings = _plain_scope.cache_info().currsize, _cached_build.cache_info().currsize
+    keyed = resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
+    assert keyed is not resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
+    assert b"topsecret" in Opening.build(keyed, config, read=True, isolation=None).params
+    assert (_plain_scope.cache_info().currsize, _cached_build.cache_info().currsize) == (scopes, openings)
 
 
 def test_every_driver_setting_is_documented_with_its_default() -> None:
