@@ -31,24 +31,35 @@ class Opening:
     params: tuple[bytes | None, ...]  # a tuple: cached Openings are shared between transactions
     extra: int
     prepared: bool
+    name: bytes = b""  # the prepared select's name on each connection
+    lsn_column: int = 0  # index of pg_last_wal_replay_lsn() in the select's row
+    _run: tuple[_wire.Command, ...] = ()  # the flight once the select is prepared on the connection
+    _prepare_and_run: tuple[_wire.Command, ...] = ()  # the flight that prepares it first
 
-    def commands(self, *, prepare: bool) -> list[_wire.Command]:
+    def __post_init__(self) -> None:
+        # Computed once per Opening (the common ones are cached): a transaction only picks its flight.
+        query, name = _wire.opening_query(self.extra), _wire.opening_name(self.extra)
+        begin: _wire.Command = (b"q", self.begin, None)
+        if self.prepared:
+            run: tuple[_wire.Command, ...] = (begin, (b"e", name, self.params))
+            first: tuple[_wire.Command, ...] = (begin, (b"p", name, query), (b"e", name, self.params))
+        else:
+            run = first = tuple((b"q", sql, params) for sql, params in self.statements())
+        for field_name, value in (
+            ("name", name),
+            ("lsn_column", 5 + self.extra),
+            ("_run", run),
+            ("_prepare_and_run", first),
+        ):
+            object.__setattr__(self, field_name, value)
+
+    def commands(self, *, prepare: bool) -> tuple[_wire.Command, ...]:
         """The flight; ``prepare`` when this connection has not prepared this opening yet."""
-        if not self.prepared:
-            return [(b"q", sql, params) for sql, params in self.statements()]
-        name = _wire.opening_name(self.extra)
-        head: list[_wire.Command] = [(b"q", self.begin, None)]
-        if prepare:
-            head.append((b"p", name, _wire.opening_query(self.extra)))
-        return [*head, (b"e", name, self.params)]
+        return self._prepare_and_run if prepare else self._run
 
     def statements(self) -> list[tuple[bytes, Sequence[bytes | None] | None]]:
         """The flight as plain (unprepared) statements with their parameters."""
         return [(self.begin, None), (_wire.opening_query(self.extra), self.params)]
-
-    @property
-    def name(self) -> bytes:
-        return _wire.opening_name(self.extra)
 
     @classmethod
     def build(cls, scope: Scope, config: DriverConfig, *, read: bool, isolation: str | None) -> Opening:
@@ -91,11 +102,6 @@ def sync_prepared(prepared: set[bytes], opening: Opening, exc: BaseException) ->
         prepared.add(opening.name)
     else:
         prepared.clear()
-
-
-def lsn_column(opening: Opening) -> int:
-    """Index of ``pg_last_wal_replay_lsn()`` in the opening select."""
-    return 5 + opening.extra
 
 
 def pool_kwargs(config: DriverConfig) -> dict[str, Any]:

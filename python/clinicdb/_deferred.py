@@ -40,12 +40,13 @@ from psycopg._preparing import Prepare
 from psycopg.abc import PQGen, Query
 
 from clinicdb import _wire
-from clinicdb._common import Opening, lsn_column, sync_prepared
+from clinicdb._common import Opening, sync_prepared
 
 if TYPE_CHECKING:
     from psycopg._connection_base import BaseConnection
 
 _IDLE = pq.TransactionStatus.IDLE
+_FATAL = pq.ExecStatus.FATAL_ERROR
 _RETRY_ON = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
 
 
@@ -60,11 +61,8 @@ class OpeningState:
 
 
 def state(conn: Any) -> OpeningState:
-    """The connection's opening state (every connection of the driver's pools has one)."""
-    found: OpeningState | None = getattr(conn, "clinicdb", None)
-    if found is None:
-        found = OpeningState()
-        conn.clinicdb = found
+    """The connection's opening state (``DeferredOpeningConnection`` makes it with the connection)."""
+    found: OpeningState = conn.clinicdb
     return found
 
 
@@ -87,31 +85,37 @@ def looks_dead(pgconn: pq.abc.PGconn) -> bool:
     return pgconn.status != pq.ConnStatus.OK
 
 
-def opening_gen(conn: BaseConnection[Any], extra: Sequence[_wire.Command] = ()) -> PQGen[list[pq.abc.PGresult]]:
+def opening_gen(
+    conn: BaseConnection[Any], extra: Sequence[_wire.Command] = (), st: OpeningState | None = None
+) -> PQGen[list[pq.abc.PGresult]]:
     """Send the pending opening (and ``extra`` commands) in one flight; the results of ``extra``.
 
     Errors in ``extra`` are returned, not raised, for the caller to handle as
     its own; an error in the opening itself is raised. A prepared opening the
     session lost (``DISCARD ALL`` by a pooler) is prepared again, once.
     """
-    st = state(conn)
+    if st is None:
+        st = state(conn)
     opening = st.pending
     assert opening is not None
     st.pending = None
     pgconn = conn.pgconn
-    encoding = conn.pgconn._encoding
     for attempt in (1, 2):
         need = opening.prepared and opening.name not in st.prepared
         head = opening.commands(prepare=need)
-        results = yield from _wire.flight(pgconn, [*head, *extra], encoding)
-        own = results[: len(head)]
-        failed = next((r for r in own if r.status == pq.ExecStatus.FATAL_ERROR), None)
+        results = yield from _wire.flight(pgconn, [*head, *extra])
+        n = len(head)
+        failed = None
+        for res in results[:n]:
+            if res.status == _FATAL:
+                failed = res
+                break
         if failed is None:
             if need:
                 st.prepared.add(opening.name)
-            st.replay = _wire.text_value(own[-1], lsn_column(opening))
-            return results[len(head) :]
-        error = psycopg.errors.error_from_result(failed, encoding=encoding)
+            st.replay = _wire.text_value(results[n - 1], opening.lsn_column)
+            return results[n:]
+        error = psycopg.errors.error_from_result(failed, encoding=pgconn._encoding)
         if attempt == 2 or not isinstance(error, _RETRY_ON):
             raise error
         yield from _wire.closing(pgconn, b"rollback")
@@ -127,6 +131,10 @@ def flush_gen(conn: BaseConnection[Any]) -> PQGen[None]:
 
 class DeferredOpeningConnection:
     """Mixin for the driver's connection classes: any transaction start sends the pending opening first."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clinicdb = OpeningState()
 
     def _start_query(self) -> PQGen[None]:
         conn: Any = self
@@ -181,7 +189,7 @@ class MergedExecuteCursor:
             sends.append(
                 lambda pg: pg.send_query_prepared(name, pgq.params, param_formats=pgq.formats, result_format=fmt)
             )
-        results = yield from opening_gen(conn, sends)
+        results = yield from opening_gen(conn, sends, st)
         if prep is Prepare.SHOULD:
             prepare_result, results = results[:1], results[1:]
             if prepare_result[0].status == pq.ExecStatus.FATAL_ERROR:

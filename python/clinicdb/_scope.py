@@ -44,6 +44,15 @@ class Scope:
     # Not hashed (a mapping is not hashable); still compared, so equal scopes have equal settings.
     settings: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, hash=False)
 
+    def __post_init__(self) -> None:
+        # Hashed once: the driver looks its cached Opening up by scope in every transaction, and a UUID's
+        # own __hash__ is Python code.
+        object.__setattr__(self, "_hash", hash((self.clinic_id.int, self.user_id, self.request_id)))
+
+    def __hash__(self) -> int:
+        found: int = self.__dict__["_hash"]
+        return found
+
     def __repr__(self) -> str:
         names = ", ".join(sorted(self.settings)) or "none"
         return (
@@ -106,6 +115,12 @@ def _plain_scope(clinic_id: uuid.UUID | str, user_id: str | None, request_id: st
     return make_scope(clinic_id, user_id=user_id, request_id=request_id)
 
 
+@lru_cache(maxsize=4096)
+def _uuid_scope(clinic_int: int, user_id: str | None, request_id: str | None) -> Scope:
+    # Keyed by the UUID's integer: hashing an int is C, hashing a UUID is a Python call.
+    return make_scope(uuid.UUID(int=clinic_int), user_id=user_id, request_id=request_id)
+
+
 def make_scope(
     clinic_id: object,
     *,
@@ -159,6 +174,8 @@ def resolve(
     ):
         # The common call (no extra settings, which may hold keys and are never cached): one immutable Scope
         # per (clinic, user, request), validated once, instead of a new one per transaction.
+        if type(clinic_id) is uuid.UUID:
+            return _uuid_scope(clinic_id.int, user_id, request_id)
         return _plain_scope(clinic_id, user_id, request_id)
     return make_scope(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
 from psycopg import errors as e
 from psycopg import generators, pq
@@ -40,7 +40,7 @@ from clinicdb._scope import Scope
 
 # (b"q", sql, params): an unnamed statement; (b"p", name, sql): prepare; (b"e", name, params): run a prepared one;
 # or a function that sends one statement itself (the app's first statement, see _deferred).
-Command = tuple[bytes, bytes, Sequence[bytes | None] | bytes | None] | Callable[[pq.abc.PGconn], Any]
+Command = tuple[bytes, bytes, Any] | Callable[[pq.abc.PGconn], Any]
 _COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
@@ -106,7 +106,7 @@ def opening_params(
     return [v.encode(encoding) for v in values]
 
 
-def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) -> PQGen[list[pq.abc.PGresult]]:
+def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command]) -> PQGen[list[pq.abc.PGresult]]:
     """Send ``commands`` in one pipeline (one Sync) and return one result per command.
 
     An error the server returned comes back as a result (with PIPELINE_ABORTED
@@ -121,42 +121,42 @@ def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command], encoding: str) ->
                 command(pgconn)
                 continue
             op, first, second = command
-            if op == b"p":
-                assert isinstance(second, bytes)
-                pgconn.send_prepare(first, second)
-            elif op == b"e":
-                assert not isinstance(second, bytes)
+            if op == b"e":
                 pgconn.send_query_prepared(first, second)
+            elif op == b"p":
+                pgconn.send_prepare(first, second)
             else:
-                assert not isinstance(second, bytes)
                 pgconn.send_query_params(first, second)
         pgconn.pipeline_sync()
         while pgconn.flush() != 0:
             ready = yield Wait.RW
             if ready & Ready.R:
                 pgconn.consume_input()
-        # psycopg's C generator reads each command's results (up to libpq's separating NULL; the Sync alone).
+        # psycopg's C generator reads each command's result (up to libpq's separating NULL), then the Sync.
         results: list[pq.abc.PGresult] = []
-        while True:
+        for _ in commands:
             got = yield from generators.fetch_many(pgconn)
-            if not got:
-                if pgconn.status != pq.ConnStatus.OK:
-                    raise e.OperationalError(f"connection lost: {pgconn.get_error_message(encoding)}")
-                continue
-            status = got[0].status
-            if status == _SYNC:
-                break
-            if status in _COPY:
-                # libpq cannot leave COPY inside a pipeline: the connection is lost to the pool either way.
-                pgconn.finish()
-                raise e.NotSupportedError("COPY cannot run through execute() here: use cursor.copy()")
-            results.extend(got)
+            if len(got) != 1 or got[0].status in _COPY:
+                _not_one_result(pgconn, got)
+            results.append(got[0])
+        sync = yield from generators.fetch_many(pgconn)
+        if not sync or sync[0].status != _SYNC:
+            _not_one_result(pgconn, sync)
     finally:
         if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
             pgconn.exit_pipeline_mode()
-    if len(results) != len(commands):
-        raise e.OperationalError(f"expected {len(commands)} results in the pipeline, got {len(results)}")
     return results
+
+
+def _not_one_result(pgconn: pq.abc.PGconn, got: Sequence[pq.abc.PGresult]) -> NoReturn:
+    """What a pipeline command returning other than one result means: a lost connection, or COPY."""
+    if got and got[0].status in _COPY:
+        # libpq cannot leave COPY inside a pipeline: the connection is lost to the pool either way.
+        pgconn.finish()
+        raise e.NotSupportedError("COPY cannot run through execute() here: use cursor.copy()")
+    if pgconn.status != pq.ConnStatus.OK:
+        raise e.OperationalError(f"connection lost: {pgconn.get_error_message(pgconn._encoding)}")
+    raise e.OperationalError(f"expected one result from a pipeline command, got {len(got)}")
 
 
 def closing(pgconn: pq.abc.PGconn, message: bytes) -> PQGen[list[pq.abc.PGresult]]:
