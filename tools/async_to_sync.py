@@ -55,6 +55,7 @@ RENAMES = {
     "psycopg.AsyncTransaction": "psycopg.Transaction",
     "psycopg.AsyncPipeline": "psycopg.Pipeline",
     "AConn": "Conn",
+    "load_async": "load",
 }
 
 _AWAIT = re.compile(r"\bawait\s+")

@@ -53,6 +53,12 @@ class Scope:
         found: int = self.__dict__["_hash"]
         return found
 
+    def with_settings(self, extra: Mapping[str, str]) -> Scope:
+        """This scope with ``extra`` transaction-local settings added (validated like ``settings=``)."""
+        return make_scope(
+            self.clinic_id, user_id=self.user_id, request_id=self.request_id, settings={**self.settings, **extra}
+        )
+
     def __repr__(self) -> str:
         names = ", ".join(sorted(self.settings)) or "none"
         return (

@@ -42,6 +42,17 @@ def is_stale_keyring(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) and exc.sqlstate == STALE_KEYRING_SQLSTATE
 
 
+# What load() runs, in one transaction of its own: the clinic and the master key in force, the export, and the
+# labels of the blind-indexed columns (blind_index() needs them).
+_LOAD_SETTINGS = "select set_config('app.clinic_id', %s, true), set_config('app.master_key', %s, true)"
+_EXPORT = "select clinicdb.export_keyring()"
+_LABELS = (
+    "select n.nspname || '.' || c.relname, ec.column_name, ec.label"
+    "  from clinicdb.encrypted_columns ec join pg_class c on c.oid = ec.table_name"
+    "  join pg_namespace n on n.oid = c.relnamespace where ec.blind_index"
+)
+
+
 @dataclass(frozen=True)
 class _Keyring:
     """One clinic's keys as export_keyring() gave them (never printed: repr hides the keys)."""
@@ -121,16 +132,22 @@ class KeyringCache:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             raise RuntimeError("KeyringCache.load() needs a connection outside a transaction (it commits its own)")
         with conn.transaction():
-            conn.execute(
-                "select set_config('app.clinic_id', %s, true), set_config('app.master_key', %s, true)",
-                (str(clinic_id), self._master_key),
-            )
-            row = conn.execute("select clinicdb.export_keyring()").fetchone()
-            labels = conn.execute(
-                "select n.nspname || '.' || c.relname, ec.column_name, ec.label"
-                "  from clinicdb.encrypted_columns ec join pg_class c on c.oid = ec.table_name"
-                "  join pg_namespace n on n.oid = c.relnamespace where ec.blind_index"
-            ).fetchall()
+            conn.execute(_LOAD_SETTINGS, (str(clinic_id), self._master_key))
+            row = conn.execute(_EXPORT).fetchone()
+            labels = conn.execute(_LABELS).fetchall()
+        self._store(clinic_id, row, labels)
+
+    async def load_async(self, conn: psycopg.AsyncConnection[Any], clinic_id: uuid.UUID) -> None:
+        """``load()`` on an asyncio connection (what ``AsyncClinicDB`` uses)."""
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise RuntimeError("KeyringCache.load() needs a connection outside a transaction (it commits its own)")
+        async with conn.transaction():
+            await conn.execute(_LOAD_SETTINGS, (str(clinic_id), self._master_key))
+            row = await (await conn.execute(_EXPORT)).fetchone()
+            labels = await (await conn.execute(_LABELS)).fetchall()
+        self._store(clinic_id, row, labels)
+
+    def _store(self, clinic_id: uuid.UUID, row: Any, labels: Sequence[Any]) -> None:
         assert row is not None
         ring = _parse_keyring(str(row[0]))
         with self._lock:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -43,8 +44,9 @@ from clinicdb._common import (
 )
 from clinicdb._config import DriverConfig
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
-from clinicdb._scope import Scope, resolve
+from clinicdb._scope import Scope, clinic_id_arg, resolve
 from clinicdb._tokens import CausalToken, later, parse_lsn
+from clinicdb.encryption import KeyringCache, is_stale_keyring
 from clinicdb.errors import CommitOutcomeUnknown, PoolExhausted, UnsafeLogin
 from clinicdb.health import check_server, describe_url, summarize
 from clinicdb.metrics import Metrics
@@ -96,6 +98,13 @@ class ClinicDB:
 
     Connect as a login that is a member of ``clinicdb_app``: a superuser or
     BYPASSRLS login is refused with ``UnsafeLogin`` (RLS would not apply).
+
+    With ``keyring=KeyringCache(master_key)`` every transaction carries its
+    clinic's keyring (``app.clinic_keyring``), loaded once per clinic on a
+    primary connection: encrypted columns are read and written without the
+    master key in the transaction. A keyring made stale by a rotation, shred
+    or re-wrap (SQLSTATE 55K01) is dropped from the cache, and
+    ``run_read``/``run_write`` reload it and run again.
     """
 
     def __init__(
@@ -105,6 +114,7 @@ class ClinicDB:
         *,
         config: DriverConfig | None = None,
         open: bool = True,
+        keyring: KeyringCache | None = None,
         unsafe_allow_rls_bypass_login: bool = False,
         **settings: Any,
     ) -> None:
@@ -113,6 +123,7 @@ class ClinicDB:
         if config is not None and settings:
             raise TypeError("pass either config= or individual settings, not both")
         cfg = self.config
+        self.keyring = keyring
         self._allow_bypass = unsafe_allow_rls_bypass_login
         self._refusal: UnsafeLogin | None = None
         self.primary = self._server("primary", primary_url)
@@ -312,7 +323,8 @@ class ClinicDB:
                 ) as c:
                     return fn(c)
             except Exception as exc:
-                if attempt >= self.config.retry_attempts or not _retry.retryable(exc, read=read):
+                stale = self.keyring is not None and is_stale_keyring(exc)  # dropped by _transaction: reload
+                if attempt >= self.config.retry_attempts or not (stale or _retry.retryable(exc, read=read)):
                     raise
                 self._metrics.retry("read" if read else "write")
                 time.sleep(_retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff))
@@ -368,6 +380,8 @@ class ClinicDB:
         isolation: str | None,
         row_factory: RowFactory[Any] | None,
     ) -> Iterator[psycopg.Cursor[Any]]:
+        if self.keyring is not None:
+            scope = self._with_keyring(scope, self.keyring)
         opening = Opening.build(scope, self.config, read=read, isolation=isolation)
         started = time.perf_counter()
         if read:
@@ -390,6 +404,8 @@ class ClinicDB:
         except BaseException as exc:
             if route == ROUTE_REPLICA and _retry.connection_lost(exc):
                 self._replica_failed(self.replicas.index(server), exc)
+            if self.keyring is not None and is_stale_keyring(exc):
+                self.keyring.invalidate(scope.clinic_id)
             if deferred.pending is None and not conn.broken and not conn.closed:
                 with contextlib.suppress(psycopg.Error):
                     self._close(conn, _wire.ROLLBACK)
@@ -404,6 +420,35 @@ class ClinicDB:
             self._metrics.transaction(
                 route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
             )
+
+    def blind_index(self, clinic_id: Any, table: str, column: str, value: str) -> list[bytes]:
+        """The blind index values of ``value`` in ``table.column`` for ``clinic_id`` (needs ``keyring=``).
+
+        Loads the clinic's keyring first when the cache lacks it. Pass the
+        values to ``clinicdb.encryption.blind_index_condition()``.
+        """
+        if self.keyring is None:
+            raise ValueError("blind_index() needs the driver made with keyring=KeyringCache(master_key)")
+        clinic = clinic_id_arg(clinic_id)
+        self._load_keyring(clinic, self.keyring)
+        return self.keyring.blind_index(clinic, table, column, value)
+
+    def _load_keyring(self, clinic: uuid.UUID, keyring: KeyringCache) -> None:
+        """Put ``clinic``'s keyring in the cache if it is not there (one transaction on the primary)."""
+        if not keyring.loaded(clinic):
+            conn = self._open_primary(None)
+            try:
+                keyring.load(conn, clinic)
+            finally:
+                self._put(self.primary, conn)
+
+    def _with_keyring(self, scope: Scope, keyring: KeyringCache) -> Scope:
+        """``scope`` plus the clinic's ``app.clinic_keyring``, loaded first if not cached."""
+        for _ in range(2):  # another thread may invalidate it between the load and its use: load once more
+            self._load_keyring(scope.clinic_id, keyring)
+            with contextlib.suppress(LookupError):
+                return scope.with_settings(keyring.settings(scope.clinic_id))
+        raise LookupError(f"the keyring of clinic {scope.clinic_id} was invalidated while loading: try again")
 
     def _close(self, conn: Conn, message: bytes) -> list[pq.abc.PGresult]:
         with conn.lock:
@@ -434,7 +479,7 @@ class ClinicDB:
         replay, deferred.replay = deferred.replay, None
         return replay
 
-    def _open_primary(self, opening: Opening) -> Conn:
+    def _open_primary(self, opening: Opening | None) -> Conn:
         # A pooled connection the primary closed (restart) is discarded for another: nothing has run yet.
         timeout = self.config.acquire_timeout
         for _ in range(primary_reopen_attempts(self.config)):

@@ -112,6 +112,10 @@ class AsyncFacade:
     def run_write(self, fn: Callable[[Any], Any], *args: Any, **kwargs: Any) -> Any:
         return self.run(self.adb.run_write(self._wrap(fn), *args, **kwargs))
 
+    def blind_index(self, *args: Any, **kwargs: Any) -> list[bytes]:
+        found: list[bytes] = self.run(self.adb.blind_index(*args, **kwargs))
+        return found
+
     def copy_rows(self, *args: Any, **kwargs: Any) -> int:
         return int(self.run(self.adb.copy_rows(*args, **kwargs)))
 

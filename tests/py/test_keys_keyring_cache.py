@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from clinicdb import encryption
+from clinicdb import AsyncClinicDB, ClinicDB, encryption
 from clinicdb.devcluster.testing import ServerSet
 from clinicdb.encryption import KEYRING_SETTING, KeyringCache, blind_index_condition, is_stale_keyring
 from clinicdb.keys import MasterKeyError, generate_master_key, set_master_key
+from driver_facade import AsyncFacade
 from test_keys import SESSION_KEY
 
 SSN = "555-12-3456"
@@ -203,3 +205,53 @@ def test_blind_index_condition_has_one_placeholder_per_value() -> None:
     """The lookup condition binds each blind index value separately (a prepared statement keeps a generic plan)."""
     assert blind_index_condition("ssn_blind_index", [b"a", b"b"]).as_string(None) == '"ssn_blind_index" in (%s, %s)'
     assert blind_index_condition("ssn_blind_index", []).as_string(None) == "false"
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_driver_with_a_keyring_cache_needs_no_master_key_and_reloads_after_a_rotation(
+    servers: ServerSet, keyed_pair: tuple[uuid.UUID, uuid.UUID], flavour: str
+) -> None:
+    """``ClinicDB(keyring=...)`` reads and writes encrypted columns with the cached keyring, never the master key.
+
+    After an operator rotates the clinic's key, the cached keyring is stale: ``run_read`` drops it, reloads and
+    runs again (one retry); a plain ``read()`` block fails with 55K01 once and the next one works.
+    """
+    clinic, other = keyed_pair
+    cache = KeyringCache(SESSION_KEY)
+    plain = ClinicDB(servers.app_url, keyring=cache, min_size=1, max_size=1)
+    db: Any = (
+        plain
+        if flavour == "sync"
+        else AsyncFacade(AsyncClinicDB(servers.app_url, keyring=cache, min_size=1, max_size=1))
+    )
+    if flavour == "async":
+        plain.close()
+    try:
+        with db.write(clinic) as cur:
+            cur.execute(
+                "insert into patients (mrn, given_name, family_name, ssn) values ('KR-1', 'Kim', 'Ring', %s)", (SSN,)
+            )
+            assert cur.execute("select current_setting('app.master_key', true)").fetchone() in [(None,), ("",)]
+        assert cache.loaded(clinic) and not cache.loaded(other)
+
+        def ssn_of(cur: Any) -> Any:
+            return cur.execute("select ssn from patients_decrypted where mrn = 'KR-1'").fetchone()
+
+        assert db.run_read(ssn_of, clinic) == (SSN,)
+        values = db.blind_index(clinic, "public.patients", "ssn", SSN)
+        with db.read(clinic) as cur:
+            query = sql.SQL("select mrn from patients where {}").format(
+                blind_index_condition("ssn_blind_index", values)
+            )
+            assert sorted(r[0] for r in cur.execute(query, values).fetchall()) == ["C0-3", "KR-1"]
+        encryption.rotate(servers.admin_url, clinic, SESSION_KEY)
+        assert db.run_read(ssn_of, clinic) == (SSN,)
+        assert db.metrics()["retries"]["read"] == 1
+        encryption.rotate(servers.admin_url, clinic, SESSION_KEY)
+        with pytest.raises(psycopg.Error) as stale, db.read(clinic) as cur:
+            ssn_of(cur)
+        assert is_stale_keyring(stale.value) and not cache.loaded(clinic)
+        with db.read(clinic) as cur:
+            assert ssn_of(cur) == (SSN,)
+    finally:
+        db.close()
