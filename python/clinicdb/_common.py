@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -28,13 +28,14 @@ class Opening:
     """
 
     begin: bytes
-    params: tuple[bytes | None, ...]  # a tuple: cached Openings are shared between transactions
+    # A tuple: cached Openings are shared between transactions. Never in repr: extra settings may be keys.
+    params: tuple[bytes | None, ...] = field(repr=False)
     extra: int
     prepared: bool
     name: bytes = b""  # the prepared select's name on each connection
     lsn_column: int = 0  # index of pg_last_wal_replay_lsn() in the select's row
-    _run: tuple[_wire.Command, ...] = ()  # the flight once the select is prepared on the connection
-    _prepare_and_run: tuple[_wire.Command, ...] = ()  # the flight that prepares it first
+    _run: tuple[_wire.Command, ...] = field(default=(), repr=False)  # the flight once the select is prepared
+    _prepare_and_run: tuple[_wire.Command, ...] = field(default=(), repr=False)  # the flight that prepares it
 
     def __post_init__(self) -> None:
         # Computed once per Opening (the common ones are cached): a transaction only picks its flight.

@@ -164,7 +164,8 @@ def test_resolve_validates_every_call_and_never_caches_extra_settings() -> None:
     openings = _cached_build.cache_info().currsize
     keyed = resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
     assert keyed is not resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
-    assert b"topsecret" in Opening.build(keyed, config, read=True, isolation=None).params
+    opening = Opening.build(keyed, config, read=True, isolation=None)
+    assert b"topsecret" in opening.params and "topsecret" not in repr(opening)
     assert _plain_scope.cache_info().currsize + _uuid_scope.cache_info().currsize == scopes
     assert _cached_build.cache_info().currsize == openings
 
