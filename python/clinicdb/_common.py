@@ -64,16 +64,9 @@ class Opening:
 
     @classmethod
     def build(cls, scope: Scope, config: DriverConfig, *, read: bool, isolation: str | None) -> Opening:
-        if scope.settings:  # extra settings may hold keys: built per transaction, never cached
-            return _build(
-                scope,
-                config.statement_timeout_ms,
-                config.idle_in_transaction_timeout_ms,
-                read,
-                isolation,
-                config.prepare_threshold is not None,
-            )
-        return _cached_build(
+        # Extra settings may hold keys: such openings are built per transaction and never cached.
+        make = _build if scope.settings else _cached_build
+        return make(
             scope,
             config.statement_timeout_ms,
             config.idle_in_transaction_timeout_ms,
