@@ -100,6 +100,20 @@ begin
     return v_patient;
 end $$;
 
+-- The plan of p_sql (EXPLAIN, costs off) as one text, for matches()/ok() on
+-- which index or plan shape a query uses under the current persona.
+create or replace function clinicdb_tap.plan_of(p_sql text)
+returns text language plpgsql as $$
+declare
+    v_line text;
+    v_plan text := '';
+begin
+    for v_line in execute 'explain (costs off) ' || p_sql loop
+        v_plan := v_plan || v_line || E'\n';
+    end loop;
+    return v_plan;
+end $$;
+
 -- Rows of p_table visible to the current persona, and how many of them
 -- belong to p_clinic. Dynamic so one helper serves every table.
 create or replace function clinicdb_tap.visible_rows(p_table regclass, p_clinic uuid, out total bigint, out own bigint)

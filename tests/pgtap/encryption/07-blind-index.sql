@@ -4,17 +4,6 @@
 begin;
 select plan(6);
 
-create function pg_temp.plan_of(p_sql text) returns text language plpgsql as $$
-declare
-    v_line text;
-    v_plan text := '';
-begin
-    for v_line in execute 'explain (costs off) ' || p_sql loop
-        v_plan := v_plan || v_line || E'\n';
-    end loop;
-    return v_plan;
-end $$;
-
 select set_config('app.master_key', repeat('7f', 32), true);
 select set_config('test.clinic', clinicdb_tap.create_clinic('blind index')::text, true);
 select clinicdb.rotate_clinic_key(current_setting('test.clinic')::uuid);
@@ -32,11 +21,11 @@ select is((select mrn from patients_decrypted
 select is((select count(*)::int from patients_decrypted
             where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', '000-00-0000'))),
     0, 'an SSN nobody has finds nothing');
-select matches(pg_temp.plan_of($$select mrn, ssn from patients_decrypted
+select matches(clinicdb_tap.plan_of($$select mrn, ssn from patients_decrypted
                                   where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', '842-40-1742'))$$),
     'Index Cond: \(\(clinic_id = \$\d+\) AND \(ssn_blind_index = ANY',
     'the lookup is answered by the (clinic_id, ssn_blind_index) index');
-select unalike(pg_temp.plan_of($$select mrn, ssn from patients_decrypted
+select unalike(clinicdb_tap.plan_of($$select mrn, ssn from patients_decrypted
                                    where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', '842-40-1742'))$$),
     '%Seq Scan on patients%', 'the lookup does not scan (and so does not decrypt) the table');
 select throws_ok($$select clinicdb.blind_index('public.patients', 'phone', '+1 555 0100')$$, '42704', null,

@@ -6,17 +6,6 @@
 begin;
 select plan(21);
 
-create function pg_temp.plan_of(p_sql text) returns text language plpgsql as $$
-declare
-    v_line text;
-    v_plan text := '';
-begin
-    for v_line in execute 'explain (costs off) ' || p_sql loop
-        v_plan := v_plan || v_line || E'\n';
-    end loop;
-    return v_plan;
-end $$;
-
 select set_config('test.epoch', (select epoch::text from clinicdb.key_epoch), true);
 select set_config('app.master_key', repeat('7f', 32), true);
 select set_config('test.clinic', clinicdb_tap.create_clinic('keyring a')::text, true);
@@ -44,7 +33,7 @@ select ok(current_setting('test.ring') like current_setting('test.clinic') || '/
 select is((select mrn || ' ' || ssn from patients_decrypted
             where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', '555-55-5555'))),
     'KR-7 555-55-5555', 'with the keyring and no master key, a blind-index lookup finds the row and decrypts it');
-select matches(pg_temp.plan_of($$select mrn, ssn from patients_decrypted
+select matches(clinicdb_tap.plan_of($$select mrn, ssn from patients_decrypted
                                   where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', '555-55-5555'))$$),
     'Index Cond: \(\(clinic_id = \$\d+\) AND \(ssn_blind_index = ANY',
     'the keyring lookup is answered by the (clinic_id, ssn_blind_index) index');
