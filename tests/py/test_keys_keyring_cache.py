@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -36,6 +38,22 @@ def keyed_pair(servers: ServerSet, clinic_pair: tuple[uuid.UUID, uuid.UUID]) -> 
     return clinic_pair
 
 
+@contextmanager
+def _keyed(
+    conn: psycopg.Connection[tuple[object, ...]],
+    cache: KeyringCache,
+    as_of: uuid.UUID,
+    ring_of: uuid.UUID | None = None,
+) -> Iterator[None]:
+    """A transaction for clinic ``as_of`` with ``ring_of``'s cached keyring (its own by default), no master key."""
+    with conn.transaction():
+        conn.execute(
+            "select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
+            (str(as_of), KEYRING_SETTING, cache.keyring(ring_of or as_of)),
+        )
+        yield
+
+
 def _lookup(
     conn: psycopg.Connection[tuple[object, ...]], cache: KeyringCache, clinic: uuid.UUID, ssn: str, *, as_of: uuid.UUID
 ) -> list[tuple[object, ...]]:
@@ -44,11 +62,7 @@ def _lookup(
     query = sql.SQL("select mrn, ssn from patients_decrypted where {}").format(
         blind_index_condition("ssn_blind_index", values)
     )
-    with conn.transaction():
-        conn.execute(
-            "select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
-            (str(as_of), KEYRING_SETTING, cache.keyring(clinic)),
-        )
+    with _keyed(conn, cache, as_of, ring_of=clinic):
         return conn.execute(query, values).fetchall()
 
 
@@ -62,9 +76,7 @@ def test_cached_keyring_lookup_finds_the_row_through_the_index_without_the_maste
         cache.load(conn, clinic)
         assert _lookup(conn, cache, clinic, SSN, as_of=clinic) == [("C0-3", SSN)]
         values = cache.blind_index(clinic, "public.patients", "ssn", SSN)
-        with conn.transaction():
-            conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic),))
-            conn.execute("select set_config(%s, %s, true)", (KEYRING_SETTING, cache.keyring(clinic)))
+        with _keyed(conn, cache, clinic):
             assert conn.execute("select current_setting('app.master_key', true)").fetchone() in [(None,), ("",)]
             in_sql = conn.execute("select clinicdb.blind_index('public.patients', 'ssn', %s)", (SSN,)).fetchone()
             plan = "\n".join(
@@ -99,9 +111,7 @@ def test_cached_keyring_finds_old_version_rows_after_a_rotation(
         cache.load(conn, clinic)
         assert len(cache.blind_index(clinic, "public.patients", "ssn", SSN)) == 2
         assert _lookup(conn, cache, clinic, SSN, as_of=clinic) == [("C0-3", SSN)]
-        with conn.transaction():
-            conn.execute("select set_config('app.clinic_id', %s, true)", (str(clinic),))
-            conn.execute("select set_config(%s, %s, true)", (KEYRING_SETTING, cache.keyring(clinic)))
+        with _keyed(conn, cache, clinic):
             conn.execute(
                 "insert into patients (mrn, given_name, family_name, ssn) values ('NEW', 'N', 'P', %s)", (SSN,)
             )
@@ -144,19 +154,11 @@ def test_another_clinics_keyring_finds_nothing(servers: ServerSet, keyed_pair: t
         )
         with (
             pytest.raises(psycopg.errors.InsufficientPrivilege, match="no master key is in force"),
-            conn.transaction(),
+            _keyed(conn, cache, clinic, ring_of=other),
         ):
-            conn.execute(
-                "select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
-                (str(clinic), KEYRING_SETTING, cache.keyring(other)),
-            )
             conn.execute("select ssn from patients_decrypted where mrn = 'C0-3'").fetchall()
         values = cache.blind_index(other, "public.patients", "ssn", SSN)
-        with conn.transaction():
-            conn.execute(
-                "select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
-                (str(clinic), KEYRING_SETTING, cache.keyring(clinic)),
-            )
+        with _keyed(conn, cache, clinic):
             found = conn.execute(
                 sql.SQL("select mrn from patients_decrypted where {}").format(
                     blind_index_condition("ssn_blind_index", values)
