@@ -116,14 +116,9 @@ def _settings_arg(value: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 @lru_cache(maxsize=4096)
-def _plain_scope(clinic_id: uuid.UUID | str, user_id: str | None, request_id: str | None) -> Scope:
-    # Validation runs on the first call only: a malformed argument raises, and exceptions are never cached.
-    return make_scope(clinic_id, user_id=user_id, request_id=request_id)
-
-
-@lru_cache(maxsize=4096)
-def _uuid_scope(clinic_int: int, user_id: str | None, request_id: str | None) -> Scope:
-    # Keyed by the UUID's integer: hashing an int is C, hashing a UUID is a Python call.
+def _plain_scope(clinic_int: int, user_id: str | None, request_id: str | None) -> Scope:
+    # Keyed by the UUID's integer (hashing an int is C, hashing a UUID is a Python call). Validation runs on
+    # the first call only: a malformed argument raises, and exceptions are never cached.
     return make_scope(uuid.UUID(int=clinic_int), user_id=user_id, request_id=request_id)
 
 
@@ -180,9 +175,7 @@ def resolve(
     ):
         # The common call (no extra settings, which may hold keys and are never cached): one immutable Scope
         # per (clinic, user, request), validated once, instead of a new one per transaction.
-        if type(clinic_id) is uuid.UUID:
-            return _uuid_scope(clinic_id.int, user_id, request_id)
-        return _plain_scope(clinic_id, user_id, request_id)
+        return _plain_scope(clinic_id_arg(clinic_id).int, user_id, request_id)
     return make_scope(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
 
 

@@ -12,7 +12,7 @@ from clinicdb._common import Opening, _cached_build
 from clinicdb._config import ENV_NAMES
 from clinicdb._retry import delay, retryable
 from clinicdb._routing import CAUSAL, NO_REPLICAS, UNAVAILABLE, Router
-from clinicdb._scope import _plain_scope, _uuid_scope, make_scope, resolve
+from clinicdb._scope import _plain_scope, make_scope, resolve
 from clinicdb.settings import SETTINGS
 
 
@@ -160,13 +160,13 @@ def test_resolve_validates_every_call_and_never_caches_extra_settings() -> None:
     assert resolve(str(clinic), user_id="u") == resolve(clinic, user_id="u")
     config = DriverConfig()
     Opening.build(resolve(clinic), config, read=True, isolation=None)
-    scopes = _plain_scope.cache_info().currsize + _uuid_scope.cache_info().currsize
+    scopes = _plain_scope.cache_info().currsize
     openings = _cached_build.cache_info().currsize
     keyed = resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
     assert keyed is not resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
     opening = Opening.build(keyed, config, read=True, isolation=None)
     assert b"topsecret" in opening.params and "topsecret" not in repr(opening)
-    assert _plain_scope.cache_info().currsize + _uuid_scope.cache_info().currsize == scopes
+    assert _plain_scope.cache_info().currsize == scopes
     assert _cached_build.cache_info().currsize == openings
 
 
