@@ -549,7 +549,7 @@ class AsyncClinicDB:
                 return None
             raise
         if replay is not None:
-            self.router.observe_replay(index, parse_lsn(replay))
+            self.router.observe_replay_text(index, replay)
         if not await self._wait_replay(conn, replay, wait_for):
             await self._release_failed(server, conn)
             return None

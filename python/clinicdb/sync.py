@@ -542,7 +542,7 @@ class ClinicDB:
                 return None
             raise
         if replay is not None:
-            self.router.observe_replay(index, parse_lsn(replay))
+            self.router.observe_replay_text(index, replay)
         if not self._wait_replay(conn, replay, wait_for):
             self._release_failed(server, conn)
             return None
