@@ -48,7 +48,7 @@ class Opening:
             run = first = tuple((b"q", sql, params) for sql, params in self.statements())
         for field_name, value in (
             ("name", name),
-            ("lsn_column", 5 + self.extra),
+            ("lsn_column", _wire.opening_lsn_column(self.extra)),
             ("_run", run),
             ("_prepare_and_run", first),
         ):

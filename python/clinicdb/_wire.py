@@ -90,6 +90,11 @@ def opening_query(extra: int) -> bytes:
     return ("select " + ", ".join(calls)).encode()
 
 
+def opening_lsn_column(extra: int) -> int:
+    """Index of ``pg_last_wal_replay_lsn()`` in the row of ``opening_query(extra)``."""
+    return len(_FIXED) + extra
+
+
 def opening_params(
     scope: Scope, *, statement_timeout_ms: int, idle_timeout_ms: int, encoding: str
 ) -> list[bytes | None]:
