@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CLINICDB := $(BIN)/clinicdb
 
-.PHONY: default demo test test-pgtap test-py lint generate bench system-deps venv down clean
+.PHONY: default demo test test-pgtap test-py lint lock-migrations generate bench system-deps venv down clean
 
 default: test lint
 
@@ -24,12 +24,18 @@ test-pgtap: venv
 test-py: venv
 	$(BIN)/pytest
 
-# The checkers pre-commit runs too; the last one fails when sync.py is not generated from asyncio.py.
+# The checkers pre-commit runs too; the last two fail when sync.py is not generated from asyncio.py
+# and when a published migration changed (or a new one is not locked yet).
 lint: venv
 	$(BIN)/ruff check python cli tests/py bench migrations tools tests/run_pgtap.py
 	$(BIN)/ruff format --check python cli tests/py bench migrations tools tests/run_pgtap.py
 	$(BIN)/mypy python cli
 	$(BIN)/python tools/async_to_sync.py --check
+	$(BIN)/python tools/freeze.py check
+
+# Publish new migration files: add them to migrations/migrations.lock (a published file never changes).
+lock-migrations: venv
+	$(BIN)/python tools/freeze.py lock
 
 # The sync driver (python/clinicdb/sync.py) from the async one (asyncio.py, the source).
 generate: venv

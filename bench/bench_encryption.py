@@ -67,7 +67,7 @@ def _setup(admin_url: str, key: str) -> uuid.UUID:
                             ("bench_pgp_s2k1", "bytea")):  # fmt: skip
             conn.execute(
                 f"create table public.{table} (id uuid primary key default gen_random_uuid(),"
-                f" clinic_id uuid not null references public.clinics (id), v {kind}, unique (clinic_id, id))"
+                f" clinic_id uuid not null references clinicdb.clinics (id), v {kind}, unique (clinic_id, id))"
             )
             conn.execute(f"alter table public.{table} owner to clinicdb_owner")
             conn.execute(f"grant select, insert, update, delete on public.{table} to clinicdb_app")

@@ -79,13 +79,13 @@ def load(admin_url: str) -> list[tuple[str, str, str]]:
             started = time.perf_counter()
             conn.execute("set session_replication_role = replica")  # no audit/touch triggers, no FK checks
             conn.execute(
-                "insert into clinics (id, name) select gen_random_uuid(), 'Bench clinic ' || g"
+                "insert into clinicdb.clinics (id, name) select gen_random_uuid(), 'Bench clinic ' || g"
                 " from generate_series(1, %s) g",
                 (CLINICS,),
             )
             conn.execute(
                 """
-                with c as (select id, row_number() over (order by id) - 1 as n from clinics
+                with c as (select id, row_number() over (order by id) - 1 as n from clinicdb.clinics
                             where name like 'Bench clinic %%')
                 insert into patients (clinic_id, mrn, given_name, family_name, birth_date, created_at)
                 select c.id, 'BENCH-' || g, 'Given' || (g %% 97), 'Family' || (g %% 211),

@@ -12,6 +12,7 @@ import click
 import psycopg
 
 from clinicdb.devcluster import ClusterError, PostgresNotFound
+from clinicdb.schema import MigrationError
 from clinicdb.settings import env
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +26,7 @@ _EXPECTED: tuple[type[BaseException], ...] = (
     PermissionError,
     subprocess.CalledProcessError,
     ValueError,
+    MigrationError,
 )
 
 

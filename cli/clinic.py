@@ -58,7 +58,7 @@ def list_(database_url: str | None, as_json: bool) -> None:
     """
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
         rows = conn.execute(
-            "select id, name, timezone, created_at from public.clinics where deleted_at is null order by name"
+            "select id, name, timezone, created_at from clinicdb.clinics where deleted_at is null order by name"
         ).fetchall()
     print_rows(["id", "name", "timezone", "created_at"], rows, as_json)
 

@@ -7,7 +7,7 @@ import shlex
 
 import click
 
-from clinicdb.devcluster.bootstrap import APP_LOGIN, bootstrap, dev_cluster
+from clinicdb.devcluster.bootstrap import APP_LOGIN, bootstrap, dev_cluster, dev_dir_choice
 
 from ._common import friendly_errors, print_table
 
@@ -32,8 +32,11 @@ def up(no_migrate: bool) -> None:
 
         clinicdb dev up
     """
+    choice = dev_dir_choice()
     cluster = dev_cluster()
     click.echo(f"clinicdb dev: servers under {cluster.root}")
+    if choice.note:
+        click.echo(f"clinicdb dev: {choice.note}")
     cluster.up()
     if not no_migrate:
         applied = bootstrap(cluster)

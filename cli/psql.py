@@ -61,7 +61,7 @@ def psql(clinic_id: uuid.UUID, role: str, database_url: str | None, psql_args: t
     if binary is None:
         raise click.ClickException("psql not found: install it with 'apt-get install postgresql-client'")
     with psycopg.connect(url) as conn:
-        found = conn.execute("select 1 from public.clinics where id = %s", (clinic_id,)).fetchone()
+        found = conn.execute("select 1 from clinicdb.clinics where id = %s", (clinic_id,)).fetchone()
     if not found:
         raise click.ClickException(f"clinic {clinic_id} does not exist: see 'clinicdb clinic list'")
     with tempfile.NamedTemporaryFile("w", prefix="clinicdb-psqlrc-", suffix=".sql", delete=False) as rc:

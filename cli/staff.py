@@ -75,7 +75,7 @@ def list_(database_url: str | None, as_json: bool) -> None:
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
         rows = conn.execute(
             "select sm.role_name, sm.clinic_id, c.name, sm.granted_at, sm.granted_by"
-            "  from clinicdb.staff_members sm left join public.clinics c on c.id = sm.clinic_id"
+            "  from clinicdb.staff_members sm left join clinicdb.clinics c on c.id = sm.clinic_id"
             " order by sm.role_name, c.name"
         ).fetchall()
     print_rows(["role", "clinic_id", "clinic", "granted_at", "granted_by"], rows, as_json)

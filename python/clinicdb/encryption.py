@@ -262,7 +262,7 @@ def status(admin_url: str, clinic: uuid.UUID | None = None) -> list[KeyVersion]:
     with psycopg.connect(admin_url) as conn:
         rows = conn.execute(
             "select k.clinic_id, c.name, k.version, k.state, k.master_key_id, k.created_at, k.shredded_at"
-            "  from clinicdb.clinic_keys k left join public.clinics c on c.id = k.clinic_id"
+            "  from clinicdb.clinic_keys k left join clinicdb.clinics c on c.id = k.clinic_id"
             " where %(clinic)s::uuid is null or k.clinic_id = %(clinic)s"
             " order by c.name, k.clinic_id, k.version",
             {"clinic": clinic},

@@ -36,11 +36,16 @@ SETTINGS: tuple[Setting, ...] = (
         "URL of a superuser (or CREATEROLE) login for migrate, rollback, check, clinic and staff commands; "
         "falls back to CLINICDB_DATABASE_URL.",
     ),
-    Setting("CLINICDB_HOME", "the checkout", "The clinicdb checkout holding sql/ and migrations/."),
+    Setting(
+        "CLINICDB_HOME",
+        "(none)",
+        "Development override: a clinicdb checkout whose migrations/ to apply instead of the installed package's.",
+    ),
     Setting(
         "CLINICDB_DEV_DIR",
         "<checkout>/.clinicdb",
-        "Where `clinicdb dev up` keeps the local servers.",
+        "Where `clinicdb dev up` keeps the local servers (.clinicdb in the checkout, or the current folder for an "
+        "installed wheel; as root, /var/lib/clinicdb/<name>-<hash> when the PostgreSQL OS user cannot reach that).",
     ),
     Setting(
         "CLINICDB_PG_BINDIR",

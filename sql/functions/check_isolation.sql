@@ -38,7 +38,10 @@ begin
           join pg_attribute a on a.attrelid = c.oid and a.attname = 'clinic_id' and not a.attisdropped
          -- Partitions included: a query that names a partition directly is
          -- checked against the partition's own policies, not its parent's.
-         where n.nspname = any (v_schemas)
+         -- The layer's own tenant tables (clinicdb.clinics) are held to the
+         -- same standard whichever schemas are swept.
+         where (n.nspname = any (v_schemas)
+                or (n.nspname = 'clinicdb' and exists (select 1 from clinicdb.protected_tables pt where pt.table_name = c.oid)))
            and c.relkind in ('r', 'p')
     ),
     reference as (

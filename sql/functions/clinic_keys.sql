@@ -450,7 +450,7 @@ begin
     perform clinicdb._require_operator('rotating a clinic key');
     v_master := clinicdb._require_master_key('app.master_key');
     v_master_id := clinicdb._master_key_id(v_master);
-    if not exists (select 1 from public.clinics where id = p_clinic) then
+    if not exists (select 1 from clinicdb.clinics where id = p_clinic) then
         raise exception 'clinic % does not exist', p_clinic
             using errcode = 'foreign_key_violation', hint = 'list clinics with: clinicdb clinic list';
     end if;

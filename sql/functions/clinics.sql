@@ -13,7 +13,7 @@ begin
     if p_name is null or length(btrim(p_name)) = 0 then
         raise exception 'a clinic needs a name' using errcode = 'invalid_parameter_value';
     end if;
-    insert into public.clinics (id, name, timezone) values (v_id, btrim(p_name), p_timezone)
+    insert into clinicdb.clinics (id, name, timezone) values (v_id, btrim(p_name), p_timezone)
     on conflict (id) do nothing;
     return v_id;
 end

@@ -24,6 +24,25 @@ immutable
 parallel safe
 return quote_literal('\x' || encode(int4send(octet_length(p_label)) || convert_to(p_label, 'UTF8'), 'hex')) || '::bytea';
 
+-- encrypt_column adds columns and decrypt_column drops them: an audited
+-- table's generated capture functions are regenerated from its columns
+-- (attach_audit), so they never name a column the table lacks.
+create or replace function clinicdb._refresh_audit(p_table regclass)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if exists (select 1 from pg_trigger where tgrelid = p_table and tgname = 'clinicdb_audit_update') then
+        perform clinicdb.attach_audit(p_table);
+    end if;
+end
+$$;
+comment on function clinicdb._refresh_audit(regclass) is
+    'clinicdb: regenerate an audited table''s capture functions after encrypt_column() or decrypt_column() changed its columns.';
+revoke execute on function clinicdb._refresh_audit(regclass) from public;
+
 create or replace function clinicdb.encryption_sql(p_table regclass)
 returns setof text
 language plpgsql
@@ -257,6 +276,8 @@ begin
     execute format('comment on constraint %I on %s is %L', v_constraint, p_table,
                    format('clinicdb: %s is write-only. Plaintext written into it is encrypted into %s_ciphertext and '
                           'the column is set to NULL; read it from %s_decrypted.', p_column, p_column, v_rel));
+    -- New columns: the audit capture functions are regenerated to name them.
+    perform clinicdb._refresh_audit(p_table);
     insert into clinicdb.key_events (event, detail)
     values ('encrypt_column', jsonb_build_object('table', p_table::text, 'column', p_column,
                                                  'blind_index', p_blind_index));
@@ -315,6 +336,9 @@ begin
     for v_statement in select s from clinicdb.encryption_sql(p_table) s loop
         execute v_statement;
     end loop;
+    -- Dropped columns: an update capture function that still names them
+    -- would make every later update of the table fail.
+    perform clinicdb._refresh_audit(p_table);
     insert into clinicdb.key_events (event, detail)
     values ('decrypt_column', jsonb_build_object('table', p_table::text, 'column', p_column));
 end

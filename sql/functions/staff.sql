@@ -62,7 +62,7 @@ begin
                         'or is another staff login', p_role
             using errcode = 'insufficient_privilege', hint = 'revoke those roles from it, or create a separate login';
     end if;
-    if not exists (select 1 from public.clinics where id = p_clinic) then
+    if not exists (select 1 from clinicdb.clinics where id = p_clinic) then
         raise exception 'clinic % does not exist', p_clinic
             using errcode = 'foreign_key_violation', hint = 'list clinics with: clinicdb clinic list';
     end if;

@@ -2,7 +2,7 @@
 -- point at a patient and a staff member of its own clinic.
 create table if not exists public.appointments (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid not null,
     staff_id uuid,
     starts_at timestamptz not null,

@@ -1,6 +1,10 @@
 -- The reference schema's encrypted columns (issue #5). Run as the migrating
 -- superuser, not the owner: existing plaintext is encrypted on the spot, and
--- the owner does not see other clinics' rows (forced RLS).
-select clinicdb.encrypt_column('public.patients', 'ssn', p_blind_index => true);
-select clinicdb.encrypt_column('public.patients', 'phone');
-select clinicdb.encrypt_column('public.medical_records', 'notes');
+-- the owner does not see other clinics' rows (forced RLS). A column already
+-- encrypted (a clinicdb 0.1 database, whose 0005 did this) is left as it is.
+select clinicdb.encrypt_column(c.table_name::regclass, c.column_name, p_blind_index => c.blind_index)
+  from (values ('public.patients', 'ssn', true),
+               ('public.patients', 'phone', false),
+               ('public.medical_records', 'notes', false)) as c (table_name, column_name, blind_index)
+ where not exists (select 1 from clinicdb.encrypted_columns ec
+                    where ec.table_name = c.table_name::regclass and ec.column_name = c.column_name);

@@ -1,7 +1,7 @@
 -- Clinical notes and diagnoses: the most sensitive rows in the schema.
 create table if not exists public.medical_records (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid not null,
     appointment_id uuid,
     recorded_by uuid,

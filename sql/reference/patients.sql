@@ -2,7 +2,7 @@
 -- a key unique across clinics would tell one clinic that another has it.
 create table if not exists public.patients (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     mrn text not null,
     given_name text not null,
     family_name text not null,

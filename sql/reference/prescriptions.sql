@@ -2,7 +2,7 @@
 -- justified them.
 create table if not exists public.prescriptions (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid not null,
     medical_record_id uuid,
     prescribed_by uuid not null,

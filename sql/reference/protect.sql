@@ -1,4 +1,5 @@
 -- Every reference table is a tenant table: one call each, nothing hand-written.
+-- (clinicdb.clinics is the core's and protected there.)
 select clinicdb.protect_table(t::regclass)
-  from unnest(array['public.clinics', 'public.staff', 'public.patients', 'public.appointments',
+  from unnest(array['public.staff', 'public.patients', 'public.appointments',
                     'public.medical_records', 'public.prescriptions']) as t;

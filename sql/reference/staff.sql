@@ -2,7 +2,7 @@
 -- Not to be confused with clinicdb_staff, the database role for psql logins.
 create table if not exists public.staff (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     display_name text not null,
     email text not null,
     job_role text not null default 'clinician'

@@ -15,6 +15,7 @@ drop function if exists clinicdb.reencrypt_batch(regclass, uuid, integer);
 drop function if exists clinicdb.decrypt_column(regclass, name);
 drop function if exists clinicdb.encrypt_column(regclass, name, boolean, name);
 drop function if exists clinicdb.encryption_sql(regclass);
+drop function if exists clinicdb._refresh_audit(regclass);
 drop function if exists clinicdb._label_prefix_literal(text);
 drop function if exists clinicdb.decrypt_value(bytea, regclass, name, uuid);
 drop function if exists clinicdb.blind_index(regclass, name, text);

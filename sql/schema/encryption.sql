@@ -25,7 +25,7 @@ $$;
 -- clinic takes new writes; 'retired' versions still decrypt; 'shredded'
 -- versions have lost their wrapped key for good (crypto-shredding).
 create table if not exists clinicdb.clinic_keys (
-    clinic_id uuid not null references public.clinics (id) on delete cascade,
+    clinic_id uuid not null references clinicdb.clinics (id) on delete cascade,
     version integer not null check (version between 1 and 32767),
     state text not null default 'active' check (state in ('active', 'retired', 'shredded')),
     -- iv(16) || AES-256-CBC(data key) || HMAC-SHA256 tag(32); NULL once shredded.

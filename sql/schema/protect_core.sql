@@ -2,4 +2,4 @@
 -- policy_reference carries the policies check_isolation() compares against,
 -- clinics is where each clinic sees only itself.
 select clinicdb.protect_table('clinicdb.policy_reference');
-select clinicdb.protect_table('public.clinics');
+select clinicdb.protect_table('clinicdb.clinics');

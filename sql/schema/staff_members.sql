@@ -7,7 +7,7 @@ create table if not exists clinicdb.staff_members (
     -- The role's oid at grant time: a later role that reuses the name is a
     -- different person and must not inherit the mapping (fails closed).
     role_oid oid not null,
-    clinic_id uuid not null references public.clinics (id) on delete cascade,
+    clinic_id uuid not null references clinicdb.clinics (id) on delete cascade,
     granted_at timestamptz not null default now(),
     granted_by name not null default session_user,
     primary key (role_name, clinic_id)

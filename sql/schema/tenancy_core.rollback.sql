@@ -1,1 +1,1 @@
-drop table if exists public.clinics cascade;
+drop table if exists clinicdb.clinics cascade;

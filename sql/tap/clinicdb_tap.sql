@@ -73,7 +73,7 @@ comment on function clinicdb_tap.use_test_keys(uuid) is
 -- The tenant tables of the reference schema, for suites that loop over them.
 create or replace function clinicdb_tap.reference_tables()
 returns setof regclass language sql stable as $$
-    select t::regclass from unnest(array['public.clinics', 'public.staff', 'public.patients', 'public.appointments',
+    select t::regclass from unnest(array['clinicdb.clinics', 'public.staff', 'public.patients', 'public.appointments',
                                          'public.medical_records', 'public.prescriptions']) t
 $$;
 

@@ -63,7 +63,7 @@ def fresh_servers(servers: ServerSet) -> Iterator[ServerSet]:
         cluster=servers.cluster,
         replica_admin_urls=[replace_url(u, database=name) for u in servers.replica_admin_urls],
     )
-    schema.apply(fresh.admin_url)
+    schema.apply(fresh.admin_url, reference=True)
     if servers.cluster is not None:
         servers.cluster.wait_for_replay()
     yield fresh

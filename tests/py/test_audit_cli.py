@@ -269,7 +269,7 @@ def test_rolling_back_the_audit_migration_detaches_every_trigger(empty_db: str) 
     attaches them again."""
     query = "select count(*) from pg_trigger where tgname like 'clinicdb_audit%'"
     audited = "select count(*) from clinicdb.protected_tables where table_name <> 'clinicdb.policy_reference'::regclass"
-    applied = schema.apply(empty_db)
+    applied = schema.apply(empty_db, reference=True)
     with psycopg.connect(empty_db) as conn:
         attached = conn.execute(query).fetchone()
         tables = conn.execute(audited).fetchone()
@@ -281,7 +281,7 @@ def test_rolling_back_the_audit_migration_detaches_every_trigger(empty_db: str) 
         assert conn.execute(query).fetchone() == (0,)
         assert conn.execute("select to_regclass('clinicdb.audit_log')").fetchone() == (None,)
         conn.execute("select clinicdb.create_clinic('after rollback')")
-    schema.apply(empty_db)
+    schema.apply(empty_db, reference=True)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute(query).fetchone() == attached
 

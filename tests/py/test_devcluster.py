@@ -101,3 +101,72 @@ def test_a_port_someone_listens_on_is_not_free_but_a_closed_one_is() -> None:
     finally:
         listener.close()
     assert _port_free(port)
+
+
+def test_servers_read_no_settings_from_outside_their_data_directory(replica_servers: ServerSet) -> None:
+    """Every setting a server reads from a file comes from its own data directory, so a checkout or
+    site-packages its OS user cannot enter never stops it."""
+    cluster = replica_servers.cluster
+    assert cluster is not None
+    for name, url in (("primary", replica_servers.admin_url), ("replica1", replica_servers.replica_admin_urls[0])):
+        data = cluster.data_dir(name)
+        with psycopg.connect(url) as conn:
+            files = {
+                r[0] for r in conn.execute("select distinct sourcefile from pg_settings where sourcefile is not null")
+            }
+            wal_level = conn.execute("select sourcefile from pg_settings where name = 'wal_level'").fetchone()
+        assert files and all(Path(f).resolve().is_relative_to(data.resolve()) for f in files), files
+        assert wal_level is not None and Path(wal_level[0]).name == "clinicdb.conf"
+
+
+@pytest.mark.slow
+def test_a_server_made_by_an_earlier_version_gets_its_settings_copied_in(server_dir: Path) -> None:
+    """A data directory whose postgresql.conf includes the settings by their path in the checkout is switched
+    to a copy of its own when it starts."""
+    from clinicdb.devcluster.cluster import CONF_FILE
+
+    cluster = LocalCluster(server_dir, replicas=0, settings=TEST_SETTINGS)
+    try:
+        cluster.up()
+        cluster.down()
+        conf = cluster.data_dir("primary") / "postgresql.conf"
+        conf.write_text(conf.read_text().replace(f"include '{CONF_FILE.name}'", f"include '{CONF_FILE}'"))
+        (cluster.data_dir("primary") / CONF_FILE.name).unlink()
+        cluster.up()
+        assert f"include '{CONF_FILE}'" not in conf.read_text()
+        assert (cluster.data_dir("primary") / CONF_FILE.name).read_text() == CONF_FILE.read_text()
+    finally:
+        cluster.down()
+
+
+@pytest.mark.slow
+def test_dev_up_from_a_checkout_the_server_cannot_enter_runs_elsewhere_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As root, with the checkout in a 0700 folder (a clone under /root or in mktemp -d), `dev up` puts the
+    servers in a folder the postgres OS user can reach and prints where and why."""
+    import os
+
+    from clinicdb.devcluster import bootstrap
+
+    if os.geteuid() != 0:
+        pytest.skip("only root runs servers as another OS user; a normal user's checkout is always reachable")
+    private = Path(tempfile.mkdtemp(prefix="clinicdb-private-"))  # mode 0700, owned by root
+    shared = Path(tempfile.mkdtemp(prefix="clinicdb-shared-"))
+    shared.chmod(0o755)
+    monkeypatch.delenv("CLINICDB_DEV_DIR", raising=False)
+    monkeypatch.setattr(bootstrap, "_checkout", lambda: private / "clone")
+    monkeypatch.setattr(bootstrap, "SHARED_DEV_ROOT", shared)
+    try:
+        result = CliRunner().invoke(cli, ["dev", "up", "--no-migrate"])
+        assert result.exit_code == 0, result.output
+        chosen = bootstrap.dev_dir()
+        assert chosen.parent == shared and chosen.name.startswith("clone-")
+        assert f"servers under {chosen}" in result.output
+        assert "is not reachable by the 'postgres' OS user" in result.output and "CLINICDB_DEV_DIR" in result.output
+        status = CliRunner().invoke(cli, ["dev", "status", "--json"])
+        assert status.exit_code == 0 and '"running": true' in status.output
+    finally:
+        CliRunner().invoke(cli, ["dev", "down"])
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)

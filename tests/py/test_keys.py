@@ -249,7 +249,7 @@ def own_database(servers: ServerSet) -> Iterator[str]:
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     url = replace_url(servers.admin_url, database=name)
-    schema.apply(url)
+    schema.apply(url, reference=True)
     ensure_logins(url)
     yield url
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
@@ -310,7 +310,8 @@ def test_replica_decrypts_with_the_key_and_holds_only_ciphertext(
 def test_migration_rollback_decrypts_and_migrate_encrypts_again(
     own_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rolling 0005 back restores plaintext (without the key: a clear error, nothing lost); migrating re-encrypts."""
+    """Rolling the reference encryption back restores plaintext (without the key: a clear error, nothing lost);
+    migrating re-encrypts."""
     key = generate_master_key()
     with psycopg.connect(own_database, autocommit=True) as conn:
         clinic = conn.execute("select clinicdb.create_clinic('migrate')").fetchone()[0]  # type: ignore[index]
@@ -324,7 +325,7 @@ def test_migration_rollback_decrypts_and_migrate_encrypts_again(
     assert len(_read_ssns(app_url, clinic, key)) == 3
 
     monkeypatch.setenv("CLINICDB_MASTER_KEY", key)
-    assert schema.rollback(own_database, count=1) == ["0005.encryption"]
+    assert schema.rollback(own_database, count=1) == ["0009.reference-encryption"]
     with psycopg.connect(own_database) as conn:
         plain = conn.execute("select ssn from public.patients order by ssn").fetchall()
         columns = conn.execute(
@@ -333,7 +334,7 @@ def test_migration_rollback_decrypts_and_migrate_encrypts_again(
         ).fetchone()
     assert [r[0] for r in plain] == ["900-10-1000", "900-11-1001", "900-12-1002"] and columns == (0,)
 
-    assert schema.apply(own_database) == ["0005.encryption"]
+    assert schema.apply(own_database) == ["0009.reference-encryption"]
     with psycopg.connect(own_database) as conn:
         at_rest = conn.execute(
             "select count(*) from public.patients where ssn is null and ssn_ciphertext is not null"

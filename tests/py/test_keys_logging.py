@@ -29,7 +29,7 @@ def logged_database(servers: ServerSet) -> Iterator[tuple[str, Path]]:
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     url = replace_url(servers.admin_url, database=name)
-    schema.apply(url)
+    schema.apply(url, reference=True)
     ensure_logins(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("alter database {} set log_statement = 'all'").format(sql.Identifier(name)))

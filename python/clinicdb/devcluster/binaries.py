@@ -102,6 +102,19 @@ def run_as_server(
     return result
 
 
+def server_can_reach(path: Path) -> bool:
+    """True when the server's OS user can enter ``path`` (or, if it does not exist yet, its nearest existing
+    parent): every folder above must be searchable by that user. Always true when we are not root."""
+    user = server_user()
+    if user is None:
+        return True
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(existing)], check=False)
+    return probe.returncode == 0
+
+
 def check_reachable(path: Path) -> None:
     """Fail clearly when the server's OS user cannot enter ``path`` (a 0700 parent)."""
     user = server_user()

@@ -6,12 +6,15 @@ exactly what developers run.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from clinicdb import schema
+from clinicdb.devcluster.binaries import SERVER_OS_USER, server_can_reach
 from clinicdb.devcluster.cluster import LocalCluster
 from clinicdb.settings import env
 
@@ -25,15 +28,47 @@ DEV_LOGINS: dict[str, str] = {
 APP_LOGIN = "clinicdb_app_user"
 
 
-def dev_dir() -> Path:
-    """Where the embedded servers live: ``CLINICDB_DEV_DIR`` or ``.clinicdb`` in the checkout."""
+# Where root's dev servers go when the checkout is somewhere the server's OS
+# user cannot enter (a clone under /root or in a 0700 mktemp -d folder).
+SHARED_DEV_ROOT = Path("/var/lib/clinicdb")
+
+
+def _checkout() -> Path | None:
+    """The source checkout this package runs from (an editable install), if any."""
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "pyproject.toml").is_file() and (root / "migrations" / "core").is_dir() else None
+
+
+@dataclass(frozen=True)
+class DevDir:
+    """Where the embedded servers live, and why there when it is not the obvious place."""
+
+    path: Path
+    note: str | None = None
+
+
+def dev_dir_choice() -> DevDir:
+    """``CLINICDB_DEV_DIR``; else ``.clinicdb`` in the checkout (or the current folder for an installed wheel);
+    else, when the server's OS user cannot reach that (root's 0700 home), a folder under /var/lib/clinicdb."""
     configured = env("CLINICDB_DEV_DIR")
     if configured:
-        return Path(configured)
-    try:
-        return schema.project_root() / ".clinicdb"
-    except FileNotFoundError:
-        return Path.cwd() / ".clinicdb"
+        return DevDir(Path(configured))
+    base = _checkout() or Path.cwd()
+    preferred = base / ".clinicdb"
+    if server_can_reach(preferred):
+        return DevDir(preferred)
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:10]
+    fallback = SHARED_DEV_ROOT / f"{base.name or 'root'}-{digest}"
+    note = (
+        f"{base} is not reachable by the '{SERVER_OS_USER}' OS user that runs PostgreSQL, so the servers live in "
+        f"{fallback} (set CLINICDB_DEV_DIR to choose another folder)"
+    )
+    return DevDir(fallback, note)
+
+
+def dev_dir() -> Path:
+    """Where the embedded servers live (see ``dev_dir_choice``)."""
+    return dev_dir_choice().path
 
 
 def dev_cluster() -> LocalCluster:
@@ -54,6 +89,6 @@ def ensure_logins(admin_url: str) -> None:
 def bootstrap(cluster: LocalCluster) -> list[str]:
     """Migrate the cluster's database and create the dev logins; return migrations applied."""
     admin = cluster.url("primary")
-    applied = schema.apply(admin)
+    applied = schema.apply(admin, reference=True)
     ensure_logins(admin)
     return applied

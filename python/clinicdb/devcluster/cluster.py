@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -245,9 +246,26 @@ class LocalCluster:
             ]
         )
         extra = "".join(f"{key} = '{value}'\n" for key, value in self.settings.items())
+        # A copy inside the data directory: the server never reads the checkout
+        # or site-packages, which its OS user may not be able to enter.
+        shutil.copyfile(CONF_FILE, data / CONF_FILE.name)
         with (data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\n# added by clinicdb dev\ninclude '{CONF_FILE}'\n{extra}")
+            conf.write(f"\n# added by clinicdb dev (settings copied in)\ninclude '{CONF_FILE.name}'\n{extra}")
         chown_for_server(data)
+
+    def _localize_settings(self, name: str) -> None:
+        """Servers made by earlier versions include the settings file by its absolute path in the checkout:
+        copy it into the data directory and include the copy instead."""
+        conf = self.data_dir(name) / "postgresql.conf"
+        text = conf.read_text()
+        absolute = [line for line in text.splitlines() if line.startswith("include '/") and CONF_FILE.name in line]
+        if not absolute:
+            return
+        shutil.copyfile(CONF_FILE, self.data_dir(name) / CONF_FILE.name)
+        for line in absolute:
+            text = text.replace(line, f"include '{CONF_FILE.name}'")
+        conf.write_text(text)
+        chown_for_server(self.data_dir(name))
 
     def _basebackup(self, bindir: Path, name: str) -> None:
         slot = f"clinicdb_{name}"
@@ -273,6 +291,7 @@ class LocalCluster:
     def _start(self, bindir: Path, name: str) -> None:
         if self.pid(name) is not None:
             return
+        self._localize_settings(name)
         port = self.port(name)
         if not _port_free(port):
             self._state["ports"][name] = port = free_port()

@@ -89,14 +89,14 @@ def throwaway_servers(*, replicas: int = 1, database: str = "clinicdb") -> Itera
         with _docker_server() as url:
             name = f"clinicdb_test_{uuid.uuid4().hex[:10]}"
             db_url = _fresh_database(url, name)
-            schema.apply(db_url)
+            schema.apply(db_url, reference=True)
             ensure_logins(db_url)
             yield ServerSet(admin_url=db_url)
         return
     if existing:
         name = f"clinicdb_test_{uuid.uuid4().hex[:10]}"
         url = _fresh_database(existing, name)
-        schema.apply(url)
+        schema.apply(url, reference=True)
         ensure_logins(url)
         try:
             yield ServerSet(admin_url=url)
@@ -110,7 +110,7 @@ def throwaway_servers(*, replicas: int = 1, database: str = "clinicdb") -> Itera
     try:
         chown_for_server(cluster.root)
         cluster.up()
-        schema.apply(cluster.url("primary"))
+        schema.apply(cluster.url("primary"), reference=True)
         ensure_logins(cluster.url("primary"))
         cluster.wait_for_replay()
         yield ServerSet(

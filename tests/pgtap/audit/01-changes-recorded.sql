@@ -12,7 +12,7 @@ select clinicdb_tap.seed_reference(:'clinic') as patient \gset
 select results_eq(
     $$select table_name, count(*)::int from clinicdb.audit_log
        where clinic_id = '$$ || :'clinic' || $$' and action = 'insert' group by table_name order by table_name$$,
-    $$values ('clinicdb.clinic_keys', 1), ('public.appointments', 1), ('public.clinics', 1), ('public.medical_records', 1),
+    $$values ('clinicdb.clinic_keys', 1), ('clinicdb.clinics', 1), ('public.appointments', 1), ('public.medical_records', 1),
              ('public.patients', 1), ('public.prescriptions', 1), ('public.staff', 1)$$,
     'one insert row per row inserted into every reference table (clinics included) and for the clinic''s data key');
 

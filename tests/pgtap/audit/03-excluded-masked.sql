@@ -13,7 +13,7 @@ select clinicdb_tap.create_clinic('Audit Masks') as clinic \gset
 -- A tenant table with an encrypted PHI column, the way the encryption layer stores it.
 create table public.audit_test_notes (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     title text not null,
     body_encrypted bytea,
     internal_flag text,

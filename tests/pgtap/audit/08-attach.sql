@@ -18,7 +18,7 @@ select ok(not exists (select 1 from pg_trigger where tgrelid = 'clinicdb.policy_
 
 create table public.audit_test_things (
     id bigint generated always as identity primary key,
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     label text
 );
 select clinicdb.protect_table('public.audit_test_things');
@@ -31,7 +31,7 @@ select is((select row_id from clinicdb.audit_log where table_name = 'public.audi
           (select id::text from public.audit_test_things), 'a table with a bigint key is audited by that key');
 
 create table public.audit_test_pairs (
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     a int, b int, label text,
     primary key (clinic_id, a, b)
 );
@@ -44,7 +44,7 @@ truncate public.audit_test_pairs;
 select is((select count(*)::int from clinicdb.audit_log where table_name = 'public.audit_test_pairs' and action = 'truncate'),
           1, 'a TRUNCATE (owner or superuser only) leaves a system row');
 
-create table public.audit_test_nokey (clinic_id uuid not null references public.clinics (id), label text);
+create table public.audit_test_nokey (clinic_id uuid not null references clinicdb.clinics (id), label text);
 select throws_ok($$select clinicdb.protect_table('public.audit_test_nokey')$$, '42P16', null,
                  'a table without a primary key cannot be audited, and so is not protected half-way');
 

@@ -1,23 +1,23 @@
 -- Every reference table follows the conventions: uuid id primary key,
--- clinic_id not null referencing clinics, created_at/updated_at/deleted_at,
+-- clinic_id not null referencing clinicdb.clinics, created_at/updated_at/deleted_at,
 -- and an index leading with the columns of every foreign key.
 begin;
 select plan(33);
 
 -- Per table: id uuid, id is the primary key, clinic_id uuid not null.
-select col_type_is('public', t, 'id', 'uuid', format('%s.id is a uuid', t))
+select col_type_is(case t when 'clinics' then 'clinicdb' else 'public' end, t, 'id', 'uuid', format('%s.id is a uuid', t))
   from unnest(array['clinics', 'staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
-select col_is_pk('public', t, 'id', format('%s has id as its primary key', t))
+select col_is_pk(case t when 'clinics' then 'clinicdb' else 'public' end, t, 'id', format('%s has id as its primary key', t))
   from unnest(array['clinics', 'staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
-select col_not_null('public', t, 'clinic_id', format('%s.clinic_id is not null', t))
+select col_not_null(case t when 'clinics' then 'clinicdb' else 'public' end, t, 'clinic_id', format('%s.clinic_id is not null', t))
   from unnest(array['clinics', 'staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
-select fk_ok('public', t, 'clinic_id', 'public', 'clinics', 'id', format('%s.clinic_id references clinics (id)', t))
+select fk_ok('public', t, 'clinic_id', 'clinicdb', 'clinics', 'id', format('%s.clinic_id references clinics (id)', t))
   from unnest(array['staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
 
 -- Timestamps: created_at and updated_at required, deleted_at for soft delete.
 select ok(
     (select count(*) = 3 from information_schema.columns
-      where table_schema = 'public' and table_name = t
+      where table_schema = case t when 'clinics' then 'clinicdb' else 'public' end and table_name = t
         and ((column_name in ('created_at', 'updated_at') and is_nullable = 'NO')
              or (column_name = 'deleted_at' and is_nullable = 'YES'))
         and data_type = 'timestamp with time zone'),
@@ -43,7 +43,7 @@ select is(
     (select array_agg(c.conname::text order by 1)
        from pg_constraint c
       where c.contype = 'f' and c.connamespace = 'public'::regnamespace
-        and c.confrelid <> 'public.clinics'::regclass
+        and c.confrelid <> 'clinicdb.clinics'::regclass
         and not ((select attnum from pg_attribute where attrelid = c.conrelid and attname = 'clinic_id') = any (c.conkey))),
     null,
     'every reference between tenant tables includes clinic_id, so it cannot cross clinics');

@@ -12,7 +12,7 @@ select clinicdb_tap.authenticate_as_app(:'a');
 select clinicdb_tap.sees_only_clinic(t, :'a', format('app in clinic A reads only clinic A rows of %s', t)) from clinicdb_tap.reference_tables() t;
 select is(clinicdb_tap.rows_changed('update %s set updated_at = now() where clinic_id = $1', t, :'b'), 0::bigint,
           format('app in clinic A updates no clinic B row of %s', t)) from clinicdb_tap.reference_tables() t;
--- (public.clinics grants no delete at all: there the proof is the refusal.)
+-- (clinicdb.clinics grants no delete at all: there the proof is the refusal.)
 select case when has_table_privilege(t, 'delete')
             then is(clinicdb_tap.rows_changed('delete from %s where clinic_id = $1', t, :'b'), 0::bigint,
                     format('app in clinic A deletes no clinic B row of %s', t))

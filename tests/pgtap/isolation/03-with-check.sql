@@ -7,7 +7,7 @@ select plan(3);
 select clinicdb_tap.create_clinic('Check A') as a \gset
 select clinicdb_tap.create_clinic('Check B') as b \gset
 create table public.tap_notes (id uuid primary key default gen_random_uuid(),
-                               clinic_id uuid not null references public.clinics (id), body text);
+                               clinic_id uuid not null references clinicdb.clinics (id), body text);
 grant select, insert, update, delete on public.tap_notes to clinicdb_app;
 select clinicdb.protect_table('public.tap_notes');
 

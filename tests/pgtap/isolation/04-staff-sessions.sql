@@ -24,7 +24,7 @@ reset app.clinic_id;
 select clinicdb_tap.sees_only_clinic('public.patients', :'a', 'staff that RESETs app.clinic_id still reads only clinic A');
 select is(clinicdb_tap.rows_changed('update %s set updated_at = now() where clinic_id = $1', t, :'b'), 0::bigint,
           format('staff of clinic A updates no clinic B row of %s, whatever it set', t)) from clinicdb_tap.reference_tables() t;
--- (public.clinics grants no delete at all: there the proof is the refusal.)
+-- (clinicdb.clinics grants no delete at all: there the proof is the refusal.)
 select case when has_table_privilege(t, 'delete')
             then is(clinicdb_tap.rows_changed('delete from %s where clinic_id = $1', t, :'b'), 0::bigint,
                     format('staff of clinic A deletes no clinic B row of %s', t))

@@ -7,7 +7,7 @@ select plan(20);
 select is((select count(*) from clinicdb.check_isolation()), 0::bigint,
           'the migrated reference schema has no isolation finding');
 select clinicdb_tap.is_tenant_isolated(t::regclass)
-  from unnest(array['public.clinics', 'public.staff', 'public.patients', 'public.appointments',
+  from unnest(array['clinicdb.clinics', 'public.staff', 'public.patients', 'public.appointments',
                     'public.medical_records', 'public.prescriptions']) t;
 
 create function pg_temp.findings(p_table text) returns text[] language sql as $$
@@ -15,7 +15,7 @@ create function pg_temp.findings(p_table text) returns text[] language sql as $$
 $$;
 
 -- A table someone added and forgot to protect.
-create table public.tap_forgotten (id uuid primary key, clinic_id uuid references public.clinics (id));
+create table public.tap_forgotten (id uuid primary key, clinic_id uuid references clinicdb.clinics (id));
 select ok('row level security is not enabled' = any (pg_temp.findings('public.tap_forgotten')),
           'a new clinic_id table without protect_table() is reported');
 select ok('clinic_id allows NULL' = any (pg_temp.findings('public.tap_forgotten')), 'a nullable clinic_id is reported');

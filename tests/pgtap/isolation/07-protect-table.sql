@@ -3,7 +3,7 @@ begin;
 select plan(10);
 
 create table public.tap_visits (id uuid primary key default gen_random_uuid(),
-                                clinic_id uuid references public.clinics (id),
+                                clinic_id uuid references clinicdb.clinics (id),
                                 updated_at timestamptz not null default now());
 create table public.tap_no_clinic (id int);
 create table public.tap_text_clinic (clinic_id text);

@@ -13,7 +13,7 @@ select clinicdb_tap.create_staff_login('tap_part_alice', :'a');
 set local role clinicdb_owner;
 create table public.tap_visits (
     id uuid not null default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     visit_on date not null,
     note text,
     updated_at timestamptz not null default now(),

@@ -14,13 +14,13 @@ select clinicdb_tap.seed_reference(:'b') as patient_b \gset
 set local role clinicdb_owner;
 create table public.tap_notes (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid references public.patients (id),
     body text
 );
 create table public.tap_good_notes (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid,
     body text,
     foreign key (clinic_id, patient_id) references public.patients (clinic_id, id)

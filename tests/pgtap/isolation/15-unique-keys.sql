@@ -12,7 +12,7 @@ select clinicdb_tap.create_clinic('Uniq B') as b \gset
 set local role clinicdb_owner;
 create table public.tap_insured (
     id uuid primary key default gen_random_uuid(),
-    clinic_id uuid not null references public.clinics (id),
+    clinic_id uuid not null references clinicdb.clinics (id),
     ssn text unique,
     member_no text,
     unique (clinic_id, member_no)
