@@ -236,6 +236,11 @@ def rollback(
     return [m.id for m in chosen]
 
 
+def _layer_of(path: Path, layers: Sequence[str]) -> str:
+    """The set a migration file belongs to: the name of its folder when that is a known set."""
+    return path.parent.name if path.parent.name in layers else layers[-1]
+
+
 @dataclass(frozen=True)
 class MigrationState:
     """One migration, the set it belongs to and whether it is applied to the database."""
@@ -251,10 +256,13 @@ def status(url: str, *, sources: Sequence[Path | str] = ()) -> list[MigrationSta
     with _backend(url) as backend:
         applied = _applied_ids(backend)
         states: list[MigrationState] = []
-        for layer, folders in ((CORE, [set_folder(CORE)]), (REFERENCE, [set_folder(REFERENCE)]), ("source", users)):
+        # clinicdb's sets in the order they apply (by id), then the user's folders.
+        for layers, folders in (((CORE, REFERENCE), [set_folder(CORE), set_folder(REFERENCE)]), (("source",), users)):
             present = [f for f in folders if f.is_dir()]
             if present:
-                states += [MigrationState(m.id, m.id in applied, layer) for m in _read(present)]
+                states += [
+                    MigrationState(m.id, m.id in applied, _layer_of(Path(m.path), layers)) for m in _read(present)
+                ]
         listed = {s.id for s in states}
         states += [
             MigrationState(i, True, "0.1 (history)" if i == LEGACY_REFERENCE_ID else "unknown")

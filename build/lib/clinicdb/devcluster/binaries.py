@@ -1,0 +1,128 @@
+"""Finding PostgreSQL's server binaries and running them as a non-root user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+INSTALL_HINT = (
+    "install them with 'apt-get install postgresql-15 postgresql-contrib', "
+    "or put the directory holding initdb and pg_ctl on PATH"
+)
+
+# The account that owns data directories when we are started as root:
+# PostgreSQL refuses to run as root.
+SERVER_OS_USER = "postgres"
+
+
+class PostgresNotFound(RuntimeError):
+    """No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found."""
+
+
+def _has_server(bindir: Path) -> bool:
+    return all((bindir / name).is_file() for name in ("initdb", "pg_ctl", "postgres"))
+
+
+def _candidates() -> list[Path]:
+    found: list[Path] = []
+    env = os.environ.get("CLINICDB_PG_BINDIR")
+    if env:
+        found.append(Path(env))
+    initdb = shutil.which("initdb")
+    if initdb:
+        found.append(Path(initdb).resolve().parent)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip():
+            found.append(Path(out.stdout.strip()))
+    # Debian/Ubuntu keep server binaries off PATH; prefer the newest major.
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    found.extend(versions)
+    return found
+
+
+def find_bindir() -> Path:
+    """Return the directory with initdb, pg_ctl and postgres, or raise PostgresNotFound.
+
+    Looks at ``CLINICDB_PG_BINDIR``, PATH, ``pg_config --bindir`` and
+    ``/usr/lib/postgresql/*/bin``, in that order.
+    """
+    for bindir in _candidates():
+        if _has_server(bindir):
+            return bindir
+    raise PostgresNotFound(f"no PostgreSQL server binaries (initdb, pg_ctl) found: {INSTALL_HINT}")
+
+
+def server_user() -> str | None:
+    """The OS user to run servers as: None when we are not root (run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_OS_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/bin/false", SERVER_OS_USER],
+            check=True,
+        )
+    return SERVER_OS_USER
+
+
+def chown_for_server(path: Path) -> None:
+    """Give the server's OS user ownership of path (no-op when not root)."""
+    user = server_user()
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def run_as_server(
+    argv: Sequence[str], *, check: bool = True, timeout: float | None = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a server binary, dropping from root to the server's OS user when needed."""
+    user = server_user()
+    full = list(argv) if user is None else ["runuser", "-u", user, "--", *argv]
+    result = subprocess.run(full, capture_output=True, text=True, check=False, timeout=timeout)
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        last = detail[-1] if detail else f"exit code {result.returncode}"
+        raise subprocess.CalledProcessError(result.returncode, full, result.stdout, last)
+    return result
+
+
+def server_can_reach(path: Path) -> bool:
+    """True when the server's OS user can enter ``path`` (or, if it does not exist yet, its nearest existing
+    parent): every folder above must be searchable by that user. Always true when we are not root."""
+    user = server_user()
+    if user is None:
+        return True
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(existing)], check=False)
+    return probe.returncode == 0
+
+
+def check_reachable(path: Path) -> None:
+    """Fail clearly when the server's OS user cannot enter ``path`` (a 0700 parent)."""
+    user = server_user()
+    if user is None:
+        return
+    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(path)], check=False)
+    if probe.returncode != 0:
+        raise PermissionError(
+            f"the '{user}' OS user that runs PostgreSQL cannot write {path}: "
+            "choose a folder every user can traverse (set CLINICDB_DEV_DIR)"
+        )

@@ -1,0 +1,1 @@
+"""The ``clinicdb`` command line: one module per command group."""
