@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CLINICDB := $(BIN)/clinicdb
 
-.PHONY: default demo test test-pgtap test-py lint lock-migrations generate bench system-deps venv down clean
+.PHONY: default demo test test-pgtap test-py test-fresh-clone lint lock-migrations generate bench system-deps venv down clean
 
 default: test lint
 
@@ -40,6 +40,10 @@ lock-migrations: venv
 # The sync driver (python/clinicdb/sync.py) from the async one (asyncio.py, the source).
 generate: venv
 	$(BIN)/python tools/async_to_sync.py
+
+# The README's two commands from a fresh clone of this repository in a mktemp -d (0700) folder.
+test-fresh-clone:
+	bash tests/fresh_clone.sh
 
 # Benchmarks: ratios against a baseline measured in the same run.
 bench: venv
