@@ -20,7 +20,16 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_schemas text[];
+    v_encrypted text[] := '{}';
 begin
+    -- Encrypted columns (with their ciphertext and blind index) as 'table oid.column',
+    -- once the encryption layer is installed.
+    if to_regclass('clinicdb.encrypted_columns') is not null then
+        execute 'select coalesce(array_agg(ec.table_name::oid::text || ''.'' || c), ''{}'')
+                   from clinicdb.encrypted_columns ec,
+                        unnest(array[ec.column_name, ec.column_name || ''_ciphertext'', ec.column_name || ''_blind_index'']) c'
+           into v_encrypted;
+    end if;
     -- Application schemas: every non-system schema except the layer's own
     -- (its tables have their own tests) unless the caller names them.
     select coalesce(p_schemas, array_agg(n.nspname::text)) into v_schemas
@@ -122,14 +131,24 @@ begin
                              join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum
                             where a.atttypid <> 'uuid'::regtype))
         union all
-        -- TRUNCATE, REFERENCES and TRIGGER are not covered by RLS.
+        -- TRUNCATE, REFERENCES, TRIGGER and (17+) MAINTAIN are not covered by RLS.
         select t.name, format('%s holds %s, which row level security does not cover',
                               case when acl.grantee = 0 then 'public' else pg_get_userbyid(acl.grantee) end,
                               acl.privilege_type)
           from tenant_tables t
           cross join lateral aclexplode((select c.relacl from pg_class c where c.oid = t.relid)) acl
-         where acl.privilege_type in ('TRUNCATE', 'REFERENCES', 'TRIGGER')
+         where acl.privilege_type in ('TRUNCATE', 'REFERENCES', 'TRIGGER', 'MAINTAIN')
            and acl.grantee <> t.relowner
+        union all
+        -- Statistics of PHI and encrypted columns describe every clinic's
+        -- values, and EXPLAIN estimates show them to anyone who may query.
+        select t.name, format('column %I is PHI but collects planner statistics (EXPLAIN estimates reveal other '
+                              'clinics'' values): run clinicdb.protect_table(%L) again', a.attname, t.name)
+          from tenant_tables t
+          join pg_attribute a on a.attrelid = t.relid and a.attnum > 0 and not a.attisdropped
+         where coalesce(a.attstattarget, -1) <> 0
+           and (exists (select 1 from clinicdb.phi_columns pc where pc.table_name = t.relid and pc.column_name = a.attname)
+                or t.relid::oid::text || '.' || a.attname = any (v_encrypted))
         union all
         -- A view that is not security_invoker reads the table with its
         -- owner's rights; if that owner bypasses RLS, so does every reader.
@@ -148,6 +167,17 @@ begin
                                                   or 'security_invoker=on' = any (v.reloptions), false))
     )
     select distinct f.name, f.finding from findings f
+    union all
+    -- The layer's own tables: each one either has row level security
+    -- enabled and forced (its policies say who reads what) or grants
+    -- nothing to anyone but its owner (sql/schema/layer_tables.sql).
+    select format('%I.%I', n.nspname, c.relname),
+           'table of the clinicdb schema has neither forced row level security nor owner-only privileges'
+      from pg_class c
+      join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = 'clinicdb' and c.relkind in ('r', 'p')
+       and not (c.relrowsecurity and c.relforcerowsecurity)
+       and exists (select 1 from aclexplode(c.relacl) acl where acl.grantee <> c.relowner)
     union all
     -- The application path must never be able to skip the policies.
     select r.rolname::text, 'role holds an application or staff role and bypasses row level security'
@@ -194,6 +224,10 @@ begin
                        then 'shows the text of every session''s queries, other clinics'' values included'
                    when g.rolname = 'pg_write_all_data'
                        then 'writes every table, the layer''s registries included'
+                   -- PostgreSQL 17+: VACUUM, ANALYZE, CLUSTER, REINDEX, REFRESH
+                   -- and LOCK on every table.
+                   when g.rolname = 'pg_maintain'
+                       then 'may LOCK every table (blocking every clinic) and ANALYZE it'
                    when g.rolname = 'clinicdb_owner'
                      or exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
                                  where c.relowner = g.oid and (n.nspname = 'clinicdb' or n.nspname = any (v_schemas)))
@@ -268,7 +302,6 @@ begin
     -- hides who may act where; report them. Only callers that
     -- can read every mapping (the owner, DBAs) can check; others skip it.
     if has_table_privilege('clinicdb.staff_members', 'select')
-       and not exists (select 1 from pg_class where oid = 'clinicdb.staff_members'::regclass and relforcerowsecurity)
        and (pg_has_role('clinicdb_owner', 'MEMBER')
             or (select rolsuper or rolbypassrls from pg_roles where rolname = current_user)) then
         return query

@@ -251,6 +251,18 @@ begin
         execute v_statement;
     end loop;
 
+    -- Planner statistics would describe every clinic's values (ciphertexts
+    -- and blind indexes included: a blind index repeats with its value).
+    execute format('alter table %s alter column %I set statistics 0, alter column %I set statistics 0', p_table,
+                   p_column, p_column || '_ciphertext');
+    if p_blind_index then
+        execute format('alter table %s alter column %I set statistics 0', p_table, p_column || '_blind_index');
+    end if;
+    perform clinicdb._forget_statistics(p_table);
+    -- The write slot only ever holds plaintext on its way in: the trail
+    -- records "[masked]" for it, never the value (the ciphertext is recorded).
+    perform clinicdb.set_audit_column(p_table, p_column, 'mask');
+
     -- Existing plaintext: every clinic holding some needs a key first.
     for v_clinic in execute format(
         'select distinct t.clinic_id from %s t where t.%I is not null
@@ -320,6 +332,9 @@ begin
     execute format('drop view if exists %I.%I', (select n.nspname from pg_class c join pg_namespace n
                                                   on n.oid = c.relnamespace where c.oid = p_table),
                    left(v_rel || '_decrypted', 63));
+    -- The plaintext written back must not reach the audit trail, which only
+    -- ever held this column's ciphertext: the column stays masked there.
+    perform clinicdb.set_audit_column(p_table, p_column, 'mask');
     for v_clinic in execute format('select distinct clinic_id from %s where %I is not null', p_table, v_ct) loop
         v_ring := clinicdb._clinic_keyring(v_clinic);
         if v_ring.problem like '%shredded%' then

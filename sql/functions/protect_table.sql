@@ -25,6 +25,9 @@ declare
     v_policy record;
     v_role text;
     v_partition text;
+    v_statistics name;
+    v_hidden name[];
+    v_encrypted name[];
 begin
     select a.attnotnull, a.attgenerated, format_type(a.atttypid, a.atttypmod) as type_name
       into v_col
@@ -68,9 +71,35 @@ begin
     end loop;
 
     -- RLS does not cover TRUNCATE (wipes every clinic), REFERENCES (a foreign
-    -- key from a table you own probes other clinics' keys) or TRIGGER.
+    -- key from a table you own probes other clinics' keys), TRIGGER, or
+    -- (PostgreSQL 17+) MAINTAIN (LOCK TABLE blocks every clinic; ANALYZE).
     foreach v_role in array array['public', 'clinicdb_app', 'clinicdb_readonly', 'clinicdb_staff', 'clinicdb_auditor'] loop
-        return next format('revoke truncate, references, trigger on %s from %s', p_table, v_role);
+        return next format('revoke truncate, references, trigger%s on %s from %s',
+                           case when current_setting('server_version_num')::integer >= 170000 then ', maintain' end,
+                           p_table, v_role);
+    end loop;
+
+    -- Planner statistics are computed over every clinic's rows, and EXPLAIN
+    -- estimates use them for anyone who may query the table: a PHI value's
+    -- frequency across all clinics would show in a row estimate. None are
+    -- collected for PHI columns (clinicdb.phi_columns) or encrypted ones.
+    v_hidden := array(select pc.column_name from clinicdb.phi_columns pc where pc.table_name = p_table);
+    -- The encryption layer (a later migration) may not be installed yet.
+    if to_regclass('clinicdb.encrypted_columns') is not null then
+        execute 'select coalesce(array_agg(c), ''{}'') from clinicdb.encrypted_columns ec,
+                        unnest(array[ec.column_name, ec.column_name || ''_ciphertext'', ec.column_name || ''_blind_index'']) c
+                  where ec.table_name = $1'
+           into v_encrypted using p_table;
+        v_hidden := v_hidden || v_encrypted;
+    end if;
+    for v_statistics in
+        select a.attname
+          from pg_attribute a
+         where a.attrelid = p_table and a.attnum > 0 and not a.attisdropped
+           and coalesce(a.attstattarget, -1) <> 0 and a.attname = any (v_hidden)
+         order by a.attnum
+    loop
+        return next format('alter table %s alter column %I set statistics 0', p_table, v_statistics);
     end loop;
 
     -- Partitions are tables of their own: a query naming a partition directly
@@ -101,6 +130,44 @@ $$;
 comment on function clinicdb.protect_table_sql(regclass) is
     'clinicdb: the statements protect_table() would run for a table, for review.';
 grant execute on function clinicdb.protect_table_sql(regclass) to clinicdb_owner, clinicdb_auditor;
+
+-- Remove the planner statistics of a table's columns that collect none
+-- (statistics target 0): ANALYZE skips such columns and leaves what an
+-- earlier ANALYZE stored. Superusers delete them; on PostgreSQL 18 the
+-- table's owner can clear them; anyone else is told who can.
+create or replace function clinicdb._forget_statistics(p_table regclass)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_column name;
+    v_schema name := (select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = p_table);
+    v_rel name := (select c.relname from pg_class c where c.oid = p_table);
+begin
+    if (select r.rolsuper from pg_roles r where r.rolname = current_user) then
+        delete from pg_catalog.pg_statistic s
+         using pg_catalog.pg_attribute a
+         where s.starelid = p_table and a.attrelid = p_table and a.attnum = s.staattnum and a.attstattarget = 0;
+        return;
+    end if;
+    if to_regprocedure('pg_catalog.pg_clear_attribute_stats(text, text, text, boolean)') is not null then
+        for v_column in
+            select a.attname from pg_attribute a
+             where a.attrelid = p_table and a.attnum > 0 and not a.attisdropped and a.attstattarget = 0
+        loop
+            execute 'select pg_catalog.pg_clear_attribute_stats($1, $2, $3, false)' using v_schema, v_rel, v_column;
+        end loop;
+        return;
+    end if;
+    raise notice 'statistics % collected before its PHI columns were set to collect none remain until a superuser '
+                 'runs clinicdb.protect_table(%) again', p_table, p_table;
+end
+$$;
+comment on function clinicdb._forget_statistics(regclass) is
+    'clinicdb: delete stored planner statistics of columns set to collect none (PHI, encrypted), where the caller may.';
+revoke execute on function clinicdb._forget_statistics(regclass) from public;
 
 create or replace function clinicdb.protect_table(p_table regclass)
 returns void
@@ -133,6 +200,11 @@ begin
        and not (select c.relispartition from pg_class c where c.oid = p_table) then
         execute 'select clinicdb.attach_audit($1)' using p_table;
     end if;
+
+    -- Statistics gathered before the columns were set to collect none stay
+    -- until removed; only a superuser (or, on 18+, pg_clear_attribute_stats)
+    -- can remove them.
+    perform clinicdb._forget_statistics(p_table);
 
     insert into clinicdb.protected_tables (table_name) values (p_table)
     on conflict (table_name) do update set protected_at = now(), protected_by = session_user;

@@ -37,3 +37,5 @@ on conflict (command) do update
     set policy_name = excluded.policy_name,
         using_expr = excluded.using_expr,
         check_expr = excluded.check_expr;
+-- Reviewers (the auditor) read the definition; nobody else needs it.
+grant select on clinicdb.tenant_policies to clinicdb_auditor;

@@ -106,18 +106,11 @@ create policy audit_log_read on clinicdb.audit_log for select
     using (clinic_id = (select clinicdb.current_clinic_id())
            or (select pg_has_role('clinicdb_auditor', 'MEMBER')));
 
--- Writes by the app and staff: access rows of their own clinic only. The
--- context columns are not granted (below), so their defaults always apply.
-drop policy if exists audit_log_access_insert on clinicdb.audit_log;
-create policy audit_log_access_insert on clinicdb.audit_log for insert
-    to clinicdb_app, clinicdb_staff
-    with check (action = 'access' and old_values is null and new_values is null
-                and clinic_id = (select clinicdb.require_clinic_id()));
+-- Writes by the app and staff (access rows only): their policy, grants and
+-- id trigger are defined with clinicdb.log_access (sql/functions/log_access.sql).
 
 revoke all on clinicdb.audit_log, clinicdb.audit_log_default from public;
 grant select on clinicdb.audit_log to clinicdb_app, clinicdb_staff, clinicdb_readonly, clinicdb_auditor;
-grant insert (table_name, row_id, action, purpose) on clinicdb.audit_log to clinicdb_app, clinicdb_staff;
-grant usage on sequence clinicdb.audit_log_id_seq to clinicdb_app, clinicdb_staff;
 
 -- The owner's own safety net: UPDATE, DELETE and TRUNCATE raise unless a
 -- maintenance function set clinicdb.audit_maintenance for its transaction.

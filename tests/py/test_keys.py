@@ -337,6 +337,12 @@ def test_migration_rollback_decrypts_and_migrate_encrypts_again(
             " and attname like 'ssn\\_%' and not attisdropped"
         ).fetchone()
     assert [r[0] for r in plain] == ["900-10-1000", "900-11-1001", "900-12-1002"] and columns == (0,)
+    with psycopg.connect(own_database) as conn:
+        leaked = conn.execute(
+            "select count(*) from clinicdb.audit_log where old_values::text like '%900-1_-100_%'"
+            " or new_values::text like '%900-1_-100_%'"
+        ).fetchone()
+    assert leaked == (0,), "the rollback wrote no decrypted value into the audit trail"
 
     assert schema.apply(own_database) == ["0009.reference-encryption", *sorted(later)]
     with psycopg.connect(own_database) as conn:

@@ -4,7 +4,7 @@
 -- themselves. clinicdb_auditor reads every clinic's trail; the app,
 -- readonly and staff roles read only their own clinic's.
 begin;
-select plan(40);
+select plan(43);
 
 select clinicdb_tap.create_clinic('Audit Rights A') as clinic_a \gset
 select clinicdb_tap.create_clinic('Audit Rights B') as clinic_b \gset
@@ -22,7 +22,10 @@ select ok(not has_any_column_privilege('clinicdb_readonly', 'clinicdb.audit_log'
           'readonly and the auditor cannot insert into the trail at all');
 select ok(not has_column_privilege('clinicdb_app', 'clinicdb.audit_log', c, 'INSERT'),
           format('the app cannot choose %s of a row it adds', c))
-  from unnest(array['id', 'txid', 'logged_at', 'clinic_id', 'app_user', 'session_role', 'acting_role', 'new_values']) c;
+  from unnest(array['txid', 'logged_at', 'clinic_id', 'app_user', 'session_role', 'acting_role', 'new_values']) c;
+select ok(not has_sequence_privilege(r, 'clinicdb.audit_log_id_seq', p),
+          format('%s cannot %s the audit id sequence (nextval would count every clinic''s activity)', r, lower(p)))
+  from unnest(array['clinicdb_app', 'clinicdb_staff']) r, unnest(array['USAGE']) p;
 select ok(not has_table_privilege('clinicdb_app', 'clinicdb.audit_log_default', 'SELECT')
           and not has_table_privilege('clinicdb_auditor', 'clinicdb.audit_log_default', 'SELECT'),
           'partitions are not readable directly (only through the trail and its policy)');
@@ -54,9 +57,15 @@ select throws_ok($$insert into clinicdb.audit_log (table_name, row_id, action, c
 select throws_ok($$insert into clinicdb.audit_log (table_name, row_id, action, app_user)
                    values ('public.patients', 'x', 'access', 'somebody-else')$$,
                  '42501', null, 'the app cannot write an access row in another user''s name');
-select lives_ok($$insert into clinicdb.audit_log (table_name, row_id, action, purpose)
-                  values ('public.patients', 'x', 'access', 'direct')$$,
-                'the app may add an access row for its own clinic (what log_access does)');
+select lives_ok(format($$insert into clinicdb.audit_log (id, table_name, row_id, action, purpose)
+                         values (-7, 'public.patients', %L, 'access', 'direct')$$, :'patient_a'),
+                'the app may add an access row about a row of its own clinic (what log_access does)');
+select ok((select bool_and(id > 0) from clinicdb.audit_log where purpose = 'direct'),
+          'the id the app gives an access row is replaced from the trail''s sequence');
+select throws_ok(format($$insert into clinicdb.audit_log (id, table_name, row_id, action, purpose)
+                          values (0, 'public.patients', %L, 'access', 'direct')$$, :'patient_b'),
+                 '42501', 'new row violates row-level security policy for table "audit_log"',
+                 'the app cannot log a read of another clinic''s row');
 select throws_ok('update clinicdb.audit_log set purpose = $$x$$', '42501', null, 'the app cannot update audit rows');
 select throws_ok('delete from clinicdb.audit_log', '42501', null, 'the app cannot delete audit rows');
 select throws_ok('truncate clinicdb.audit_log', '42501', null, 'the app cannot truncate the trail');

@@ -2,10 +2,12 @@
 -- one 'access' row per id in the same trail, with the clinic in force and
 -- the caller's context, which the caller cannot choose.
 begin;
-select plan(12);
+select plan(15);
 
 select clinicdb_tap.create_clinic('Audit Reads') as clinic \gset
 select clinicdb_tap.seed_reference(:'clinic') as patient \gset
+select clinicdb_tap.create_clinic('Audit Reads Other') as other_clinic \gset
+select clinicdb_tap.seed_reference(:'other_clinic') as other_patient \gset
 select clinicdb_tap.create_staff_login('audit_reader_staff', :'clinic');
 
 select clinicdb_tap.authenticate_as_app(:'clinic');
@@ -48,6 +50,17 @@ select throws_ok($$select clinicdb.log_access('public.patients', array['x']::tex
 select clinicdb_tap.authenticate_as('clinicdb_auditor');
 select throws_ok($$select clinicdb.log_access('public.patients', array['x']::text[], 'treatment')$$,
                  '42501', null, 'the auditor (who reads no PHI) has no log_access');
+select clinicdb_tap.authenticate_as('audit_reader_staff');
+select throws_ok(format($$select clinicdb.log_access('public.patients', array[%L, %L]::uuid[], 'treatment')$$,
+                        :'patient', :'other_patient'),
+                 '42501', '1 of 2 ids are not rows of public.patients you can see: nothing was logged',
+                 'staff cannot write another clinic''s row id into their access log');
+select throws_ok($$select clinicdb.log_access('public.patients', array[gen_random_uuid()], 'treatment')$$,
+                 '42501', '1 of 1 ids are not rows of public.patients you can see: nothing was logged',
+                 'an id that names no row is refused');
+select throws_ok($$select nextval('clinicdb.audit_log_id_seq')$$, '42501',
+                 'permission denied for sequence audit_log_id_seq',
+                 'staff cannot draw from the audit id sequence (an activity counter across clinics)');
 select clinicdb_tap.clear_authentication();
 select is((select count(*)::int from clinicdb.audit_log where purpose = 'treatment' and app_user is distinct from 'dr-who'), 0,
           'refused calls wrote nothing');
