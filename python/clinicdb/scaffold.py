@@ -34,94 +34,13 @@ import jinja2
 from yoyo import read_migrations  # type: ignore[import-untyped]
 
 from clinicdb import __version__, schema
+from clinicdb._pg_names import MAX_IDENTIFIER, RESERVED, literal, quote_ident, type_spelling
 
-# Words PostgreSQL reserves (pg_get_keywords() categories R and T, PostgreSQL
-# 15, plus system_user, reserved since 16): a table or column named so needs
-# double quotes in every query that names it, so the scaffold refuses them.
-# test_scaffold.py compares this with the live server's list.
-_RESERVED = frozenset(
-    """
-    all analyse analyze and any array as asc asymmetric both case cast check collate column constraint create
-    current_catalog current_date current_role current_time current_timestamp current_user default deferrable desc
-    distinct do else end except false fetch for foreign from grant group having in initially intersect into lateral
-    leading limit localtime localtimestamp not null offset on only or order placing primary references returning
-    select session_user some symmetric system_user table then to trailing true union unique user using variadic
-    when where window with
-    authorization binary collation concurrently cross current_schema freeze full ilike inner is isnull join left
-    like natural notnull outer overlaps right similar tablesample verbose
-    """.split()  # noqa: SIM905 (a word list reads better than 120 quoted strings)
-)
-# Column-name keywords (category C; the json_* ones since 17): valid names,
-# quoted anyway, as PostgreSQL's own quote_ident() does.
-_COLUMN_KEYWORDS = frozenset(
-    """
-    between bigint bit boolean char character coalesce dec decimal exists extract float greatest grouping inout int
-    integer interval json json_array json_arrayagg json_exists json_object json_objectagg json_query json_scalar
-    json_serialize json_table json_value least merge_action national nchar none normalize nullif numeric out overlay
-    position precision real row setof smallint substring time timestamp treat trim values varchar xmlattributes
-    xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable
-    """.split()  # noqa: SIM905 (a word list reads better than 120 quoted strings)
-)
 # Schemas that are not the application's to add tables to.
 _LAYER_SCHEMAS = frozenset({"clinicdb", schema.HISTORY_SCHEMA, "clinicdb_tap", "information_schema"})
 # Columns every tenant table gets from the template.
 _TEMPLATE_COLUMNS = ("id", "clinic_id", "created_at", "updated_at", "deleted_at")
 
-# Type names (and aliases) PostgreSQL knows, with the spelling the migration
-# uses and how many modifiers each takes (varchar(40), numeric(10,2)).
-_TYPES: dict[str, tuple[str, int]] = {
-    "text": ("text", 0),
-    "varchar": ("varchar", 1),
-    "character varying": ("varchar", 1),
-    "char": ("char", 1),
-    "character": ("char", 1),
-    "smallint": ("smallint", 0),
-    "int2": ("smallint", 0),
-    "integer": ("integer", 0),
-    "int": ("integer", 0),
-    "int4": ("integer", 0),
-    "bigint": ("bigint", 0),
-    "int8": ("bigint", 0),
-    "numeric": ("numeric", 2),
-    "decimal": ("numeric", 2),
-    "real": ("real", 0),
-    "float4": ("real", 0),
-    "double precision": ("double precision", 0),
-    "float8": ("double precision", 0),
-    "float": ("double precision", 0),
-    "money": ("money", 0),
-    "boolean": ("boolean", 0),
-    "bool": ("boolean", 0),
-    "date": ("date", 0),
-    "time": ("time", 1),
-    "time without time zone": ("time", 1),
-    "timetz": ("timetz", 1),
-    "time with time zone": ("timetz", 1),
-    "timestamp": ("timestamp", 1),
-    "timestamp without time zone": ("timestamp", 1),
-    "timestamptz": ("timestamptz", 1),
-    "timestamp with time zone": ("timestamptz", 1),
-    "interval": ("interval", 1),
-    "uuid": ("uuid", 0),
-    "json": ("json", 0),
-    "jsonb": ("jsonb", 0),
-    "bytea": ("bytea", 0),
-    "inet": ("inet", 0),
-    "cidr": ("cidr", 0),
-    "macaddr": ("macaddr", 0),
-    "macaddr8": ("macaddr8", 0),
-    "bit": ("bit", 1),
-    "varbit": ("varbit", 1),
-    "bit varying": ("varbit", 1),
-    "xml": ("xml", 0),
-    "tsvector": ("tsvector", 0),
-    "int4range": ("int4range", 0),
-    "int8range": ("int8range", 0),
-    "numrange": ("numrange", 0),
-    "daterange": ("daterange", 0),
-    "tsrange": ("tsrange", 0),
-    "tstzrange": ("tstzrange", 0),
-}
 # Serial types draw from one sequence shared by every clinic: its values tell a
 # clinic how many rows the others insert.
 _SERIAL = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
@@ -130,27 +49,12 @@ _ENCRYPTABLE = frozenset({"text", "varchar"})
 
 _SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _MIGRATION_NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
-_TYPE = re.compile(r"(?P<base>[a-z][a-z0-9 ]*?)\s*(?:\((?P<mods>[0-9 ,]+)\))?\s*(?P<array>(?:\[\])*)")
 _NUMBERED = re.compile(r"(?P<number>[0-9]+)\.")
-_MAX_IDENTIFIER = 63
 _SUFFIXES = ("_ciphertext", "_blind_index")
 
 
 class ScaffoldError(ValueError):
     """A name, type or option `clinicdb new` cannot use; the message says what to do instead. Nothing was written."""
-
-
-def quote_ident(name: str) -> str:
-    """``name`` as an SQL identifier: bare when PostgreSQL reads it back unchanged, else double-quoted
-    (what PostgreSQL's ``quote_ident()`` returns)."""
-    if re.fullmatch(r"[a-z_][a-z0-9_]*", name) and name not in _RESERVED and name not in _COLUMN_KEYWORDS:
-        return name
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    """``text`` as an SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _one_line(text: str) -> str:
@@ -162,10 +66,10 @@ def _identifier(name: str, what: str, example: str) -> str:
     """A lowercase snake_case name PostgreSQL does not reserve, that fits in an identifier."""
     if not _SNAKE.fullmatch(name):
         raise ScaffoldError(f"{what} {name!r} is not lowercase snake_case: use letters, digits and _ (e.g. {example})")
-    if name in _RESERVED:
+    if name in RESERVED:
         raise ScaffoldError(f"{what} {name!r} is a word PostgreSQL reserves: pick another name (e.g. {example})")
-    if len(name) > _MAX_IDENTIFIER:
-        raise ScaffoldError(f"{what} {name!r} is longer than {_MAX_IDENTIFIER} characters: shorten it")
+    if len(name) > MAX_IDENTIFIER:
+        raise ScaffoldError(f"{what} {name!r} is longer than {MAX_IDENTIFIER} characters: shorten it")
     return name
 
 
@@ -182,27 +86,16 @@ def _table_name(text: str, what: str) -> tuple[str, str]:
 
 def _type(column: str, text: str) -> str:
     """The PostgreSQL type of ``--column column:text``, spelled the way the migration writes it."""
-    spelled = " ".join(text.strip().lower().split())
-    found = _TYPE.fullmatch(spelled)
-    base = found["base"].strip() if found else spelled
+    base = text.split("(")[0].split("[")[0].strip().lower()
     if base in _SERIAL:
         raise ScaffoldError(
             f"column {column!r}: {base} draws from one sequence shared by every clinic (its values tell a clinic how "
             f"many rows the others add): use uuid, or bigint filled by your application"
         )
-    if not found or base not in _TYPES:
-        raise ScaffoldError(
-            f"column {column!r}: {text!r} is not a PostgreSQL type clinicdb new knows: use one of "
-            "text, varchar(n), integer, bigint, numeric(p,s), boolean, date, timestamptz, uuid, jsonb, bytea, ... "
-            "(add [] for an array)"
-        )
-    name, allowed = _TYPES[base]
-    mods = [m.strip() for m in found["mods"].split(",")] if found["mods"] is not None else []
-    if len(mods) > allowed or any(not m.isdigit() for m in mods):
-        takes = "no modifier" if not allowed else f"at most {allowed} number(s) in parentheses"
-        raise ScaffoldError(f"column {column!r}: {name} takes {takes} (got {text!r})")
-    modifier = f"({','.join(str(int(m)) for m in mods)})" if mods else ""
-    return name + modifier + found["array"]
+    try:
+        return type_spelling(text)
+    except ValueError as exc:
+        raise ScaffoldError(f"column {column!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -262,6 +155,33 @@ def _pair(text: str, option: str, form: str, example: str) -> tuple[str, str]:
     return first.strip(), second.strip()
 
 
+def _encrypted(
+    table: str, columns: dict[str, Column], encrypt: Sequence[str], blind_index: Sequence[str]
+) -> tuple[tuple[str, bool], ...]:
+    """The ``--encrypt`` columns, each with whether it gets a blind index, checked against what
+    ``clinicdb.encrypt_column()`` accepts and the names it adds."""
+    sealed: list[tuple[str, bool]] = []
+    for column in dict.fromkeys([*encrypt, *blind_index]):
+        if column not in columns:
+            raise ScaffoldError(f"--encrypt / --blind-index {column!r}: no such column; add --column {column}:text")
+        if column not in encrypt:
+            raise ScaffoldError(f"--blind-index {column} needs the column encrypted too: add --encrypt {column}")
+        if columns[column].type.split("(")[0] not in _ENCRYPTABLE:
+            raise ScaffoldError(
+                f"column {column!r} is {columns[column].type}; only text columns can be encrypted: "
+                f"declare it --column {column}:text"
+            )
+        for suffix in _SUFFIXES:
+            if column + suffix in columns:
+                raise ScaffoldError(f"column {column + suffix!r} is the name encrypting {column} adds: rename it")
+            if len(column + suffix) > MAX_IDENTIFIER:
+                raise ScaffoldError(f"encrypted column {column!r} is too long for {column}{suffix}: shorten it")
+        sealed.append((column, column in blind_index))
+    if sealed and len(table + "_decrypted") > MAX_IDENTIFIER:
+        raise ScaffoldError(f"table {table!r} is too long for its {table}_decrypted view: shorten it")
+    return tuple(sealed)
+
+
 def table_spec(
     name: str,
     columns: Sequence[str] = (),
@@ -303,28 +223,7 @@ def table_spec(
             )
         keys.append(ForeignKey(column, target_schema, target_table))
 
-    blind = set(blind_index)
-    sealed: list[tuple[str, bool]] = []
-    for column in dict.fromkeys([*encrypt, *blind_index]):
-        if column not in parsed:
-            raise ScaffoldError(f"--encrypt / --blind-index {column!r}: no such column; add --column {column}:text")
-        if column not in encrypt:
-            raise ScaffoldError(f"--blind-index {column} needs the column encrypted too: add --encrypt {column}")
-        base = parsed[column].type.split("(")[0]
-        if base not in _ENCRYPTABLE:
-            raise ScaffoldError(
-                f"column {column!r} is {parsed[column].type}; only text columns can be encrypted: "
-                f"declare it --column {column}:text"
-            )
-        for suffix in _SUFFIXES:
-            if column + suffix in parsed:
-                raise ScaffoldError(f"column {column + suffix!r} is the name encrypting {column} adds: rename it")
-            if len(column + suffix) > _MAX_IDENTIFIER:
-                raise ScaffoldError(f"encrypted column {column!r} is too long for {column}{suffix}: shorten it")
-        sealed.append((column, column in blind))
-    if sealed and len(table + "_decrypted") > _MAX_IDENTIFIER:
-        raise ScaffoldError(f"table {table!r} is too long for its {table}_decrypted view: shorten it")
-
+    sealed = _encrypted(table, parsed, encrypt, blind_index)
     words = ["clinicdb", "new", "table", name]
     for option, values in (
         ("--column", columns),
@@ -339,7 +238,7 @@ def table_spec(
         schema_name,
         table,
         tuple(parsed.values()),
-        tuple(sealed),
+        sealed,
         tuple(keys),
         comment,
         command=shlex.join(words),
@@ -429,7 +328,7 @@ def _environment() -> jinja2.Environment:
 
 def _render(template: str, **context: object) -> str:
     env = _environment()
-    env.filters["literal"] = _literal
+    env.filters["literal"] = literal
     env.filters["one_line"] = _one_line
     return env.get_template(template).render(version=__version__, **context)
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from clinicdb_cli.main import cli
 from psycopg import sql
 
-from clinicdb import encryption, scaffold, schema
+from clinicdb import _pg_names, encryption, scaffold, schema
 from clinicdb._url import replace_url
 from clinicdb.devcluster.bootstrap import APP_LOGIN, ensure_logins
 from clinicdb.devcluster.testing import ServerSet
@@ -321,16 +321,16 @@ def test_every_word_the_server_reserves_is_refused_and_column_keywords_are_quote
             with pytest.raises(scaffold.ScaffoldError, match="reserves"):
                 scaffold.table_spec(word)
         elif category == "C":
-            assert scaffold.quote_ident(word) == f'"{word}"'
+            assert _pg_names.quote_ident(word) == f'"{word}"'
         else:
-            assert scaffold.quote_ident(word) == word
+            assert _pg_names.quote_ident(word) == word
 
 
 def test_every_type_spelling_the_scaffold_accepts_is_a_postgresql_type(admin: psycopg.Connection) -> None:
     """Every type name and alias `--column` accepts, with and without a modifier and as an array, is written as a
     type PostgreSQL creates a column of."""
     spellings: list[str] = []
-    for name, (_, modifiers) in scaffold._TYPES.items():
+    for name, (_, modifiers) in _pg_names.TYPES.items():
         spellings += [name, f"{name}[]"] + ([f"{name}(5)"] if modifiers else [])
     columns = [c.type for c in scaffold.table_spec("t", [f"c{i}:{s}" for i, s in enumerate(spellings)]).columns]
     with admin.transaction():
