@@ -333,8 +333,12 @@ def _render(template: str, **context: object) -> str:
     return env.get_template(template).render(version=__version__, **context)
 
 
-def _write(folder: Path, new_id: str, migration: str, rollback: str, depends: str) -> Written:
-    """Both files, or neither: an existing file is never overwritten."""
+def _write(folder: Path, template: str, new_id: str, depends: str, **context: object) -> Written:
+    """``template``.sql.j2 and ``template``.rollback.sql.j2 rendered into the migration ``new_id`` and its rollback:
+    both files, or neither; an existing file is never overwritten."""
+    context.update(id=new_id, depends=depends, folder=str(folder))
+    migration = _render(f"{template}.sql.j2", **context)
+    rollback = _render(f"{template}.rollback.sql.j2", **context)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     forward, backward = folder / f"{new_id}.sql", folder / f"{new_id}.rollback.sql"
@@ -360,15 +364,7 @@ def new_table(spec: TableSpec, folder: Path | str = "migrations") -> Written:
     found = _creates(where, spec)
     if found is not None:
         raise ScaffoldError(f"{found} already creates {spec.qualified}: pick another table name")
-    new_id, depends = _next_id(where, spec.slug)
-    context = {"id": new_id, "depends": depends, "folder": str(where), "t": spec, "command": spec.command}
-    return _write(
-        where,
-        new_id,
-        _render("new_table.sql.j2", **context),
-        _render("new_table.rollback.sql.j2", **context),
-        depends,
-    )
+    return _write(where, "new_table", *_next_id(where, spec.slug), t=spec, command=spec.command)
 
 
 def new_migration(name: str, folder: Path | str = "migrations") -> Written:
@@ -382,13 +378,5 @@ def new_migration(name: str, folder: Path | str = "migrations") -> Written:
         )
     where = Path(folder)
     slug = name.replace("_", "-")
-    new_id, depends = _next_id(where, slug)
     command = shlex.join(["clinicdb", "new", "migration", name])
-    context = {"id": new_id, "depends": depends, "folder": str(where), "name": name, "command": command}
-    return _write(
-        where,
-        new_id,
-        _render("new_migration.sql.j2", **context),
-        _render("new_migration.rollback.sql.j2", **context),
-        depends,
-    )
+    return _write(where, "new_migration", *_next_id(where, slug), command=command)
