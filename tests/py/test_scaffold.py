@@ -78,6 +78,7 @@ class Project:
 
 @pytest.fixture(scope="module")
 def project(servers: ServerSet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """Two tables written by `clinicdb new table` into a new folder, migrated into a new database (see Project)."""
     folder = tmp_path_factory.mktemp("project") / "migrations"
     with _database(servers, "scaffolded") as url:
         _ok(
