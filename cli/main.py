@@ -6,7 +6,7 @@ import click
 
 from clinicdb import __version__
 
-from . import audit, check, clinic, demo, dev, health, keys, migrate, protect, psql, sql, staff
+from . import audit, check, clinic, demo, dev, health, keys, migrate, new, protect, psql, sql, staff
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,5 +22,5 @@ def cli() -> None:
     """
 
 
-for module in (dev, migrate, check, protect, clinic, staff, sql, psql, audit, health, keys, demo):
+for module in (dev, migrate, new, check, protect, clinic, staff, sql, psql, audit, health, keys, demo):
     module.register(cli)
