@@ -160,7 +160,7 @@ def test_rollback_without_data_needs_no_flag(db: str) -> None:
     """A rollback that drops only empty tables and the layer's registries goes ahead without --destroy-data."""
     code, output = _rollback(db, "--all")
     assert code == 0, output
-    assert output.startswith("rolled back: 0011")
+    assert output.startswith("rolled back: ") and "0001.roles" in output
 
 
 def test_a_rollback_behind_an_open_transaction_fails_clearly_instead_of_stalling(
@@ -170,8 +170,8 @@ def test_a_rollback_behind_an_open_transaction_fails_clearly_instead_of_stalling
     line, rolls nothing back, and leaves no query queued behind it."""
     monkeypatch.setenv("CLINICDB_MIGRATION_LOCK_TIMEOUT_MS", "300")
     with psycopg.connect(db) as reader:
-        reader.execute("select count(*) from clinicdb.audit_log").fetchone()  # holds a lock until it ends
+        reader.execute("select count(*) from public.staff").fetchone()  # holds a lock until it ends
         code, output = _rollback(db, "--count", "1")
         reader.rollback()
     assert code == 1 and output.count("\n") == 1 and "lock timeout" in output, output
-    assert all(s.applied for s in schema.status(db) if s.layer == schema.CORE)
+    assert all(s.applied for s in schema.status(db) if s.layer in (schema.CORE, schema.REFERENCE))

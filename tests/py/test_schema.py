@@ -106,11 +106,11 @@ def test_reference_schema_is_opt_in_and_then_stays_in_use(empty_db: str) -> None
     core = schema.apply(empty_db)
     assert "public.patients" not in _tables(empty_db)
     added = schema.apply(empty_db, reference=True)
-    assert added == ["0008.reference-schema", "0009.reference-encryption"] and core
+    assert added == ["0008.reference-schema", "0009.reference-encryption", "0013.reference-composite-keys"] and core
     assert {"public.patients", "public.appointments"} <= _tables(empty_db)
     assert schema.apply(empty_db) == []
-    assert schema.rollback(empty_db) == ["0009.reference-encryption"]
-    assert schema.apply(empty_db) == ["0009.reference-encryption"], "a plain migrate finishes the reference set"
+    assert schema.rollback(empty_db) == ["0013.reference-composite-keys"]
+    assert schema.apply(empty_db) == ["0013.reference-composite-keys"], "a plain migrate finishes the reference set"
 
 
 def test_every_migration_declares_what_it_depends_on() -> None:

@@ -15,8 +15,8 @@ begin
         return;
     end if;
     return query execute
-        'select to_jsonb(a) from clinicdb.audit_log a where a.table_name = ''clinicdb.clinic_keys'' and a.row_id like $1'
-        using '%' || p_clinic || '%';
+        'select to_jsonb(a) from clinicdb.audit_log a where a.table_name = ''clinicdb.clinic_keys'' and a.clinic_id = $1'
+        using p_clinic;
 end $$;
 
 select case when to_regclass('clinicdb.audit_log') is null
