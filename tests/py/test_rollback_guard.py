@@ -171,7 +171,7 @@ def test_a_rollback_behind_an_open_transaction_fails_clearly_instead_of_stalling
     monkeypatch.setenv("CLINICDB_MIGRATION_LOCK_TIMEOUT_MS", "300")
     with psycopg.connect(db) as reader:
         reader.execute("select count(*) from public.staff").fetchone()  # holds a lock until it ends
-        code, output = _rollback(db, "--count", "1")
+        code, output = _rollback(db, "--all")
         reader.rollback()
     assert code == 1 and output.count("\n") == 1 and "lock timeout" in output, output
     assert all(s.applied for s in schema.status(db) if s.layer in (schema.CORE, schema.REFERENCE))
