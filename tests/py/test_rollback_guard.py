@@ -13,22 +13,14 @@ from psycopg import sql
 
 from clinicdb import schema
 from clinicdb._url import replace_url
-from clinicdb.devcluster.bootstrap import ensure_logins
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 
 @pytest.fixture
 def db(servers: ServerSet) -> Iterator[str]:
     """A new database migrated with the reference schema, with the dev logins."""
-    name = f"guard_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = replace_url(servers.admin_url, database=name)
-    schema.apply(url, reference=True)
-    ensure_logins(url)
-    yield url
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with scratch_database(servers.admin_url, "guard", reference=True, logins=True) as url:
+        yield url
 
 
 def _rollback(url: str, *args: str) -> tuple[int, str]:
