@@ -28,6 +28,7 @@ from ._common import (
     output_options,
     print_rows,
     print_table,
+    require_clinic,
     resolve_admin_url,
 )
 
@@ -153,17 +154,29 @@ def tail(
     params = {"days": days, "clinic": clinic_id, "table": table_name, "user": app_user, "limit": limit}
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
         rows = conn.execute(query, params).fetchall()
-        if not rows and table_name:
-            _known_table(conn, table_name, f"in the last {days} days")
+        if not rows:
+            require_clinic(conn, clinic_id)
+            if table_name:
+                _known_table(conn, table_name, f"in the last {days} days")
     _trail_rows(list(reversed(rows)), as_json)
 
 
 def _known_table(conn: psycopg.Connection[Any], table_name: str, window: str) -> None:
-    """No rows for a table: fine if the table exists; a typo (no such table) is an error that says so."""
-    found = conn.execute("select to_regclass(%s) is not null", (table_name,)).fetchone()
+    """No rows for a table: fine if it is audited; a typo (no such table) or a table whose changes the trail
+    never records is an error that says so."""
+    found = conn.execute(
+        "select t is not null, exists (select 1 from pg_trigger where tgrelid = t and tgname = 'clinicdb_audit_insert')"
+        "  from to_regclass(%s) t",
+        (table_name,),
+    ).fetchone()
     if not (found and found[0]):
         raise click.ClickException(
             f"no table {table_name} exists, and the trail has no rows of it {window}: check the name (schema.table)"
+        )
+    if not found[1]:
+        raise click.ClickException(
+            f"{table_name} is not audited, and the trail has no rows of it {window}: "
+            f"its changes are not recorded until it is protected (clinicdb protect {table_name})"
         )
 
 

@@ -12,6 +12,7 @@ from ._common import (
     friendly_errors,
     output_options,
     print_rows,
+    require_unrestricted_login,
     resolve_admin_url,
 )
 
@@ -60,6 +61,8 @@ def list_(database_url: str | None, as_json: bool) -> None:
         rows = conn.execute(
             "select id, name, timezone, created_at from clinicdb.clinics where deleted_at is null order by name"
         ).fetchall()
+        if not rows:
+            require_unrestricted_login(conn, "clinic")
     print_rows(["id", "name", "timezone", "created_at"], rows, as_json)
 
 

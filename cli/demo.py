@@ -13,7 +13,7 @@ from clinicdb.devcluster.bootstrap import APP_LOGIN, dev_cluster
 from clinicdb.keys import master_key_settings
 from clinicdb.settings import env
 
-from ._common import friendly_errors, print_table
+from ._common import checked_url, env_replica_urls, friendly_errors, print_table
 from .audit import demo_audit_history
 from .keys import demo_encryption, demo_master_key
 
@@ -63,8 +63,7 @@ def _urls() -> tuple[str, str, list[str]]:
     """Admin, app primary and app replica URLs: from the environment when set, else the dev cluster's."""
     admin, app = env("CLINICDB_ADMIN_URL"), env("CLINICDB_DATABASE_URL")
     if admin and app:
-        replicas = [u.strip() for u in (env("CLINICDB_REPLICA_URLS") or "").split(",") if u.strip()]
-        return admin, app, replicas
+        return checked_url(admin, "CLINICDB_ADMIN_URL"), checked_url(app, "CLINICDB_DATABASE_URL"), env_replica_urls()
     cluster = dev_cluster()
     return cluster.url("primary"), cluster.url("primary", user=APP_LOGIN), cluster.replica_urls(user=APP_LOGIN)
 

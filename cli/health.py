@@ -10,7 +10,7 @@ from clinicdb._config import DriverConfig
 from clinicdb.health import check_server, summarize
 from clinicdb.settings import env
 
-from ._common import friendly_errors, output_options, print_table
+from ._common import checked_url, env_replica_urls, friendly_errors, output_options, print_table
 
 
 @click.command()
@@ -41,7 +41,9 @@ def health(database_url: str | None, replica_urls: tuple[str, ...], fail_on_degr
     primary = database_url or env("CLINICDB_DATABASE_URL")
     if not primary:
         raise click.ClickException('no database given: pass --database-url, or run eval "$(clinicdb dev env)" first')
-    replicas = list(replica_urls) or [u.strip() for u in (env("CLINICDB_REPLICA_URLS") or "").split(",") if u.strip()]
+    # A malformed URL is a mistake to fix, not a server that is down (nor, for a replica, "degraded" with exit 0).
+    primary = checked_url(primary, "--database-url" if database_url else "CLINICDB_DATABASE_URL")
+    replicas = [checked_url(url, "--replica-url") for url in replica_urls] or env_replica_urls()
     config = DriverConfig.from_env()
     servers = [check_server("primary", "primary", primary, config.health_timeout)]
     servers += [check_server(f"replica{i}", "replica", url, config.health_timeout) for i, url in enumerate(replicas, 1)]

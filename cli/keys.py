@@ -25,7 +25,16 @@ from clinicdb.keys import (
     write_key_file,
 )
 
-from ._common import admin_url_option, friendly_errors, output_options, print_rows, print_table, resolve_admin_url
+from ._common import (
+    admin_url_option,
+    friendly_errors,
+    output_options,
+    print_rows,
+    print_table,
+    require_clinic,
+    require_unrestricted_login,
+    resolve_admin_url,
+)
 
 
 def _master_key(path: Path | None) -> str:
@@ -40,6 +49,13 @@ def _master_key_option(func: click.decorators.FC) -> click.decorators.FC:
         type=click.Path(dir_okay=False, path_type=Path),
         help="File (mode 0600) holding the master key (default: CLINICDB_MASTER_KEY_FILE, then CLINICDB_MASTER_KEY).",
     )(func)
+
+
+def _known_clinic(url: str, clinic_id: uuid.UUID | None) -> None:
+    """A --clinic that names no clinic is an error, not an empty answer."""
+    if clinic_id is not None:
+        with psycopg.connect(url) as conn:
+            require_clinic(conn, clinic_id)
 
 
 @click.group()
@@ -90,11 +106,15 @@ def status(clinic_id: uuid.UUID | None, values: bool, database_url: str | None, 
         clinicdb keys status --clinic 0b9a5f4e-8a47-4c1e-9a57-1d3f0e7c2b11 --values
     """
     url = resolve_admin_url(database_url)
+    _known_clinic(url, clinic_id)
     if values:
         usage = encryption.key_usage(url, clinic_id)
         print_rows(["table", "column", "clinic_id", "key_version", "values"], usage, as_json)
         return
     rows = encryption.status(url, clinic_id)
+    if not rows and clinic_id is None:
+        with psycopg.connect(url) as conn:
+            require_unrestricted_login(conn, "clinic key")
     print_rows(
         ["clinic_id", "clinic", "version", "state", "master_key_id", "created_at", "shredded_at"],
         [[r.clinic_id, r.clinic, r.version, r.state, r.master_key_id, r.created_at, r.shredded_at] for r in rows],
@@ -140,6 +160,7 @@ def reencrypt(
     """
     url = resolve_admin_url(database_url)
     key = _master_key(master_key_file)
+    _known_clinic(url, clinic_id)
     plans = encryption.reencrypt_plan(url, clinic_id)
     if not plans:
         click.echo("nothing to re-encrypt: no clinic has an older key version")

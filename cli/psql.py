@@ -11,7 +11,7 @@ import uuid
 import click
 import psycopg
 
-from ._common import admin_url_option, friendly_errors, resolve_admin_url
+from ._common import admin_url_option, friendly_errors, require_clinic, resolve_admin_url
 
 ROLES = ("clinicdb_readonly", "clinicdb_app")
 
@@ -61,9 +61,7 @@ def psql(clinic_id: uuid.UUID, role: str, database_url: str | None, psql_args: t
     if binary is None:
         raise click.ClickException("psql not found: install it with 'apt-get install postgresql-client'")
     with psycopg.connect(url) as conn:
-        found = conn.execute("select 1 from clinicdb.clinics where id = %s", (clinic_id,)).fetchone()
-    if not found:
-        raise click.ClickException(f"clinic {clinic_id} does not exist: see 'clinicdb clinic list'")
+        require_clinic(conn, clinic_id)
     with tempfile.NamedTemporaryFile("w", prefix="clinicdb-psqlrc-", suffix=".sql", delete=False) as rc:
         rc.write(psqlrc(clinic_id, role))
     try:

@@ -95,7 +95,7 @@ def conninfo_of(url: str) -> str:
         conninfo.conninfo_to_dict(text)
     except psycopg.ProgrammingError as exc:
         raise ValueError(
-            f"not a PostgreSQL URL or connection string ({exc}): use postgresql://user@host/dbname"
+            f"not a PostgreSQL URL or connection string ({str(exc).strip()}): use postgresql://user@host/dbname"
         ) from exc
     return text
 
