@@ -135,3 +135,51 @@ def test_staff_writes_land_in_its_own_clinic(staff_login: tuple[str, str, uuid.U
         ).fetchone()
         conn.rollback()
     assert row == (a,)
+
+
+@pytest.fixture
+def staff_admin(servers: ServerSet, admin: psycopg.Connection) -> Iterator[tuple[str, int]]:
+    """A CREATEROLE login delegated staff administration as docs/security.md describes (on 16+: admin option on
+    clinicdb_staff only); yields its URL and the server's version number. Dropped with the logins it made."""
+    name = f"staff_admin_{uuid.uuid4().hex[:8]}"
+    version = int(admin.execute("show server_version_num").fetchone()[0])  # type: ignore[index]
+    admin.execute(sql.SQL("create role {} login createrole").format(sql.Identifier(name)))
+    if version >= 160000:
+        admin.execute(
+            sql.SQL("grant clinicdb_staff to {} with admin true, inherit false, set false").format(sql.Identifier(name))
+        )
+    yield replace_url(servers.admin_url, user=name), version
+    made = admin.execute("select rolname from pg_roles where rolname like %s", (f"{name}_%",)).fetchall()
+    for (login,) in made:
+        admin.execute(sql.SQL("drop role {}").format(sql.Identifier(login)))
+    admin.execute(sql.SQL("drop role {}").format(sql.Identifier(name)))
+
+
+def test_staff_administration_follows_the_createrole_rules_of_the_server(
+    staff_admin: tuple[str, int], admin: psycopg.Connection
+) -> None:
+    """docs/security.md, as the server behaves: a CREATEROLE staff administrator may hand out clinicdb_staff;
+    on 15 it may hand out clinicdb_app too, on 16+ it may not, and it may change the password of a login it
+    created but not of one a superuser created."""
+    url, version = staff_admin
+    name = psycopg.conninfo.conninfo_to_dict(url)["user"]
+    other = f"{name}_bysuper"
+    admin.execute(sql.SQL("create role {} login").format(sql.Identifier(other)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        mine = f"{name}_made"
+        conn.execute(sql.SQL("create role {} login").format(sql.Identifier(mine)))
+        conn.execute(sql.SQL("grant clinicdb_staff to {}").format(sql.Identifier(mine)))
+        conn.execute(sql.SQL("alter role {} password 'x'").format(sql.Identifier(mine)))
+        grant_app = sql.SQL("grant clinicdb_app to {}").format(sql.Identifier(mine))
+        alter_other = sql.SQL("alter role {} password 'x'").format(sql.Identifier(other))
+        if version < 160000:
+            conn.execute(grant_app)
+            conn.execute(alter_other)
+        else:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied to grant role"):
+                conn.execute(grant_app)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied to alter role"):
+                conn.execute(alter_other)
+        conn.execute(sql.SQL("revoke clinicdb_staff from {}").format(sql.Identifier(mine)))
+        if version < 160000:
+            conn.execute(sql.SQL("revoke clinicdb_app from {}").format(sql.Identifier(mine)))
