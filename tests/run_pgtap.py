@@ -39,6 +39,9 @@ def main(argv: list[str]) -> int:
     targets = argv or [str(ROOT / "tests" / "pgtap")]
     with throwaway_servers(replicas=0) as servers:
         install_helpers(servers.admin_url)
+        with psycopg.connect(servers.admin_url) as conn:
+            version = conn.execute("select version()").fetchone()
+        print(f"pgTAP suites on {version[0] if version else 'an unknown server'}", flush=True)
         params = conninfo.conninfo_to_dict(servers.admin_url)
         cmd = [
             pg_prove,

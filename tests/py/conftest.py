@@ -8,6 +8,7 @@ against an existing server instead (tests that need a replica then skip).
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +18,21 @@ from psycopg import sql
 
 from clinicdb import schema
 from clinicdb._url import replace_url
+from clinicdb.devcluster import PostgresNotFound, find_bindir
 from clinicdb.devcluster.testing import ServerSet, throwaway_servers
+from clinicdb.settings import env
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the servers of this run come from (``make test PG_BINDIR=...`` changes it)."""
+    if env("CLINICDB_TEST_DATABASE_URL"):
+        return "PostgreSQL: the existing server of CLINICDB_TEST_DATABASE_URL"
+    try:
+        bindir = find_bindir()
+    except PostgresNotFound as exc:
+        return f"PostgreSQL: {exc}"
+    version = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False)
+    return f"PostgreSQL: {version.stdout.strip()} from {bindir}"
 
 
 @pytest.fixture(scope="session")

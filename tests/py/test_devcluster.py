@@ -85,6 +85,16 @@ def test_missing_binaries_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.
     assert "Traceback" not in result.output
 
 
+def test_a_bindir_asked_for_by_name_is_never_replaced_by_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make test PG_BINDIR=DIR` with no server in DIR fails naming DIR, instead of quietly running everything on
+    whichever PostgreSQL PATH or /usr/lib/postgresql offers."""
+    monkeypatch.setenv("CLINICDB_PG_BINDIR", str(tmp_path / "pg99" / "bin"))
+    with pytest.raises(PostgresNotFound, match=r"CLINICDB_PG_BINDIR=.*/pg99/bin holds no initdb, pg_ctl and postgres"):
+        find_bindir()
+
+
 def test_a_port_someone_listens_on_is_not_free_but_a_closed_one_is() -> None:
     """The port probe refuses a port with a live listener and accepts it once the listener is gone."""
     import socket

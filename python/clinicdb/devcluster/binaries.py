@@ -31,6 +31,13 @@ def _candidates() -> list[Path]:
     found: list[Path] = []
     env = os.environ.get("CLINICDB_PG_BINDIR")
     if env:
+        # Asked for by name (make test PG_BINDIR=...): falling back to another
+        # installation would run everything on a version nobody chose.
+        if not _has_server(Path(env)):
+            raise PostgresNotFound(
+                f"CLINICDB_PG_BINDIR={env} holds no initdb, pg_ctl and postgres: point it at a PostgreSQL bin "
+                "directory (pg_config --bindir prints one) or unset it"
+            )
         found.append(Path(env))
     initdb = shutil.which("initdb")
     if initdb:
@@ -54,7 +61,8 @@ def find_bindir() -> Path:
     """Return the directory with initdb, pg_ctl and postgres, or raise PostgresNotFound.
 
     Looks at ``CLINICDB_PG_BINDIR``, PATH, ``pg_config --bindir`` and
-    ``/usr/lib/postgresql/*/bin``, in that order.
+    ``/usr/lib/postgresql/*/bin``, in that order; a ``CLINICDB_PG_BINDIR``
+    without the server binaries is an error, never skipped.
     """
     for bindir in _candidates():
         if _has_server(bindir):
