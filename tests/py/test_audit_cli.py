@@ -112,7 +112,7 @@ def sealed(servers: ServerSet, admin: psycopg.Connection, clinic_pair: tuple[uui
     _app_write(
         servers, clinic_pair[0], user, "insert into patients (mrn, given_name, family_name) values ('S-1', 'S', 'T')"
     )
-    result = _run(servers, "seal", "--block-rows", "50")
+    result = _run(servers, "seal", "--all", "--block-rows", "50")
     assert result.exit_code == 0, result.output
     row = admin.execute(
         "select id, purpose from clinicdb.audit_log where app_user = %s and action = 'insert'", (user,)
@@ -143,15 +143,15 @@ def test_verify_names_a_row_a_superuser_edited(servers: ServerSet, admin: psycop
 
 
 def test_verify_checks_a_head_kept_elsewhere(servers: ServerSet, admin: psycopg.Connection, sealed: int) -> None:
-    """`audit verify --expect BLOCK:HASH` fails when the chain no longer has the head recorded earlier."""
-    head = admin.execute("select head_block, head_hash from clinicdb.audit_seal_status()").fetchone()
+    """`audit verify --expect ROUND:HASH` fails when the round chain no longer has the head recorded earlier."""
+    head = admin.execute("select head_round, head_hash from clinicdb.audit_seal_status()").fetchone()
     assert head is not None
     ok = _run(servers, "verify", "--expect", f"{head[0]}:{head[1]}")
     assert ok.exit_code == 0, ok.output
     wrong = _run(servers, "verify", "--expect", f"{head[0]}:{'0' * 64}")
-    assert wrong.exit_code == 1 and "anchor mismatch" in wrong.output
+    assert wrong.exit_code == 1 and f"anchor mismatch: round {head[0]} has hash {head[1]}" in wrong.output
     bad = _run(servers, "verify", "--expect", "nonsense")
-    assert bad.exit_code == 1 and bad.output.startswith("Error: --expect wants BLOCK:HASH")
+    assert bad.exit_code == 1 and bad.output.startswith("Error: --expect wants ROUND:HASH or CLINIC:BLOCK:HASH")
 
 
 def test_sealing_never_waits_for_writers_nor_blocks_them(
@@ -187,9 +187,11 @@ def test_sealing_never_waits_for_writers_nor_blocks_them(
         writer.commit()
     row = admin.execute("select id, txid from clinicdb.audit_log where app_user = %s", (user,)).fetchone()
     assert row is not None
-    head = admin.execute("select sealed_until_txid from clinicdb.audit_seal_status()").fetchone()
+    head = admin.execute(
+        "select coalesce(max(hi_txid), 0) from clinicdb.audit_seals where clinic_id = %s", (clinic_pair[0],)
+    ).fetchone()
     assert head is not None and head[0] <= row[1], "a row of a transaction still open was sealed"
-    assert _run(servers, "seal").exit_code == 0
+    assert _run(servers, "seal", "--all").exit_code == 0
     assert _run(servers, "verify").exit_code == 0
 
 
