@@ -393,6 +393,7 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 set work_mem = '64MB'
+set jit = off
 as $$
 #variable_conflict use_column
 declare

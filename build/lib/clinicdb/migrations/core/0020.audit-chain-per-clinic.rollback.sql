@@ -40,6 +40,7 @@ drop function if exists clinicdb.verify_audit_legacy(bigint, bigint, integer);
 drop function if exists clinicdb.verify_audit_rows(bigint, bigint, integer);
 drop function if exists clinicdb._audit_row_problems(text, clinicdb.audit_seal_entry[], clinicdb.audit_seal_entry[],
                                                      clinicdb.audit_seal_range[], bigint, bigint, integer);
+drop function if exists clinicdb._audit_differences(text, text);
 drop function if exists clinicdb._audit_prune_legacy_month(integer);
 drop function if exists clinicdb.audit_chain_heads();
 drop function if exists clinicdb.audit_seal_status();
