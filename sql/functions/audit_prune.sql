@@ -4,10 +4,12 @@
 -- retention from a month someone truncated or dropped.
 --
 -- For each month it drops, in one transaction:
---   1. Every row of the month must be sealed: it runs a sealing round for
---      every chain first (seal_audit with no threshold), and refuses when a
---      row is still unsealed (a transaction still running holds the horizon
---      back) -- a month is never dropped with rows nothing vouches for.
+--   1. Every row of the month must be sealed. It locks the months it drops
+--      (refusing while a transaction still running writes into one: its rows
+--      would be dropped unseen), runs a sealing round for every chain (no
+--      threshold), and refuses when a row is still unsealed (a transaction
+--      still running holds the horizon back): a month is never dropped with
+--      rows nothing vouches for.
 --   2. The rows must match what was sealed: it refuses when one differs,
 --      since dropping the month would destroy the evidence
 --      (`clinicdb audit verify` names the rows).
@@ -76,6 +78,7 @@ as $$
 declare
     v_nil constant uuid := '00000000-0000-0000-0000-000000000000';
     v_part record;
+    v_lock record;
     v_cutoff timestamptz;
     v_rows bigint;
     v_month integer;
@@ -106,13 +109,34 @@ begin
             return next;
             continue;
         end if;
+        v_month := clinicdb.audit_month(v_part.range_from);
         if not v_sealed then
-            -- Every chain, whatever its size or age: nothing may wait.
+            -- First every month to drop is locked: a transaction still
+            -- writing into one holds rows this transaction cannot see, which
+            -- would otherwise be dropped unsealed once it commits. Then
+            -- every chain is sealed, whatever its size or age.
+            for v_lock in
+                select p.partition_name, p.range_from from clinicdb.audit_partitions() p
+                 where not p.is_default and p.range_to is not null and p.range_to <= v_cutoff
+                 order by p.range_from
+            loop
+                begin
+                    execute format('lock table %s in access exclusive mode nowait', v_lock.partition_name);
+                exception when lock_not_available then
+                    raise exception 'audit month %: a transaction still running is writing into it, so it cannot be '
+                                    'pruned yet', clinicdb.audit_month_text(clinicdb.audit_month(v_lock.range_from))
+                        using errcode = 'lock_not_available',
+                              hint = 'when it ends (see pg_stat_activity), prune again';
+                end;
+            end loop;
             perform count(*) from clinicdb.seal_audit(10000, 1, interval '0');
             select * into v_cut from clinicdb.audit_cutover();
             v_sealed := true;
         end if;
-        v_month := clinicdb.audit_month(v_part.range_from);
+
+        -- (counted again: rows committed before the lock was granted count too)
+        execute format('select count(*) from %s', v_part.partition_name) into v_rows;
+        row_count := v_rows;
 
         -- 1. Every row of the month sealed (by its chain, or by the legacy chain).
         with month_rows as (
