@@ -25,6 +25,13 @@ the medians of each side):
   against row-level capture on the same table and trail.
 
 Ratios are audited throughput / baseline throughput (higher is better).
+
+Then the cost of tamper evidence with many clinics: the same SEAL_ROWS audit
+rows, spread over SEAL_CLINICS clinics (one hash chain each) and then written
+by a single clinic, each in a database of its own, sealed in one round and
+verified (``clinicdb.seal_audit``, ``clinicdb.verify_audit``). The ratio is
+rows/s with many chains over rows/s with one; the notes give seconds per
+million rows.
 """
 
 from __future__ import annotations
@@ -36,8 +43,11 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
 
 from bench.harness import PairedRatio, Ratio, paired, throughput
+from clinicdb import schema
+from clinicdb._url import replace_url
 from clinicdb.devcluster.testing import ServerSet
 
 # Which patient to update: not security relevant, seeded for repeatable runs.
@@ -57,6 +67,20 @@ _MODE_NAMES = {
     "jsonb": "plain jsonb row trigger",
 }
 SECONDS = 1.5
+SEAL_ROWS = 200_000
+SEAL_CLINICS = 1_000
+# Audit rows as the capture functions write them for a patient insert, spread over N clinics (the no-clinic chain
+# gets every hundredth), committed in ten transactions.
+_SEAL_FILL = """
+insert into clinicdb.audit_log (clinic_id, table_name, row_id, action, new_values, app_user, request_id)
+select case when g %% 100 = 0 then null
+            else ('00000000-0000-4000-8000-' || lpad((g %% %(clinics)s::integer)::text, 12, '0'))::uuid end,
+       'public.patients', gen_random_uuid()::text, 'insert',
+       jsonb_build_object('id', gen_random_uuid(), 'mrn', 'M-' || g, 'given_name', 'Ann', 'family_name', 'Example',
+                          'birth_date', '1980-01-01', 'address', '1 Bench Road', 'phone', '555-0100'),
+       'user-' || g %% 50, md5(g::text)
+  from generate_series(%(first)s::integer, %(last)s::integer) g
+"""
 
 _JSONB_TRIGGER = """
 create schema if not exists bench_jsonb_audit;
@@ -230,6 +254,52 @@ def _measure(servers: ServerSet, clinic: uuid.UUID, mode: str, op: str) -> float
         _clear(servers.admin_url, clinic)
 
 
+def _seal_and_verify(admin_url: str, clinics: int) -> tuple[float, float, int]:
+    """Seconds to seal and to verify SEAL_ROWS rows of ``clinics`` clinics in a new database; blocks made."""
+    name = f"bench_seal_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = replace_url(admin_url, database=name)
+    try:
+        schema.apply(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            batch = SEAL_ROWS // 10
+            for first in range(1, SEAL_ROWS + 1, batch):
+                conn.execute(_SEAL_FILL, {"clinics": clinics, "first": first, "last": first + batch - 1})
+            conn.execute("vacuum analyze clinicdb.audit_log")
+            started = time.perf_counter()
+            conn.execute("select count(*) from clinicdb.seal_audit(10000, 1, interval '0')")
+            sealed = time.perf_counter() - started
+            started = time.perf_counter()
+            problems = conn.execute("select count(*) from clinicdb.verify_audit()").fetchone()
+            verified = time.perf_counter() - started
+            blocks = conn.execute("select count(*) from clinicdb.audit_seals").fetchone()
+        assert problems == (0,) and blocks is not None
+        return sealed, verified, int(blocks[0])
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+def seal_and_verify(servers: ServerSet) -> list[Ratio]:
+    """Sealing and verification rates with SEAL_CLINICS chains against one chain, for the same rows."""
+    many = _seal_and_verify(servers.admin_url, SEAL_CLINICS)
+    one = _seal_and_verify(servers.admin_url, 1)
+    per_million = 1_000_000 / SEAL_ROWS
+    ratios = []
+    for i, what in enumerate(("sealing", "verifying")):
+        ratio = Ratio(
+            f"{what} {SEAL_ROWS:,} audit rows: {SEAL_CLINICS:,} clinics vs 1", SEAL_ROWS / many[i], SEAL_ROWS / one[i],
+            unit="rows/s",
+        )  # fmt: skip
+        ratio.notes.append(
+            f"{many[i] * per_million:.1f} s per million rows over {SEAL_CLINICS:,} chains ({many[2]:,} blocks), "
+            f"{one[i] * per_million:.1f} s in one chain ({one[2]:,} blocks)"
+        )
+        ratios.append(ratio)
+    return ratios
+
+
 def run(servers: ServerSet) -> list[Ratio]:
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
         conn.execute(_JSONB_TRIGGER)
@@ -254,4 +324,4 @@ def run(servers: ServerSet) -> list[Ratio]:
                 ratios.append(ratio)
     finally:
         _configure(servers.admin_url, "clinicdb")
-    return ratios
+    return ratios + seal_and_verify(servers)

@@ -117,8 +117,20 @@ def _check_anchor(conn: psycopg.Connection[Any], anchor: Anchor) -> str | None:
     return None
 
 
+def plan(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """The parts of a verification: (part, first_clinic, last_clinic, first_no, last_no, rows)."""
+    return conn.execute(
+        "select part, first_clinic, last_clinic, first_no, last_no, rows from clinicdb.audit_verify_plan(%s)",
+        (PART_ROWS,),
+    ).fetchall()
+
+
 def verify(
-    conn: psycopg.Connection[Any], anchors: list[Anchor], max_rows: int, progress: Callable[[int], None]
+    conn: psycopg.Connection[Any],
+    parts: list[tuple[Any, ...]],
+    anchors: list[Anchor],
+    max_rows: int,
+    progress: Callable[[int], None],
 ) -> Report:
     """Run every part of the verification, then check the anchors; ``progress`` gets rows done per part."""
     report = Report()
@@ -132,11 +144,7 @@ def verify(
     _add(report, conn.execute(f"select {_COLUMNS} from clinicdb.verify_audit_rounds()").fetchall())
     _add(report, conn.execute(f"select {_COLUMNS} from clinicdb.verify_audit_months()").fetchall())
     left = max_rows
-    plan = conn.execute(
-        "select part, first_clinic, last_clinic, first_no, last_no, rows from clinicdb.audit_verify_plan(%s)",
-        (PART_ROWS,),
-    ).fetchall()
-    for part, first_clinic, last_clinic, first_no, last_no, rows in plan:
+    for part, first_clinic, last_clinic, first_no, last_no, rows in parts:
         params: tuple[Any, ...]
         if part == "chains":
             call, params = "verify_audit_chains(%s, %s)", (first_clinic, last_clinic)
@@ -155,9 +163,3 @@ def verify(
                  "audit_id": None, "rows": None, "detail": mismatch}
             )  # fmt: skip
     return report
-
-
-def plan_rows(conn: psycopg.Connection[Any]) -> int:
-    """How many rows the parts of a verification cover (the progress bar's length)."""
-    row = conn.execute("select coalesce(sum(rows), 0) from clinicdb.audit_verify_plan(%s)", (PART_ROWS,)).fetchone()
-    return int(row[0]) if row else 0

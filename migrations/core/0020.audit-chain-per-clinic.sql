@@ -561,7 +561,7 @@ as $$
     ), recent as (
         select clinicdb.audit_chain_key(a.clinic_id) as chain, a.id, a.txid, a.logged_at
           from clinicdb.audit_log a
-         where a.txid >= clinicdb.audit_seal_floor() and (p_horizon is null or a.txid < p_horizon)
+         where a.txid >= (select clinicdb.audit_seal_floor()) and (p_horizon is null or a.txid < p_horizon)
     ), heads as (
         select c.chain, h.hi_txid, h.hi_id
           from (select distinct r.chain from recent r) c
@@ -656,11 +656,11 @@ begin
               from by_month m
              group by m.chain, m.chunk
         ), listed as (
-            select r.chain, r.chunk, array_agg(r.id order by r.txid, r.id) as ids,
-                   array_agg(r.txid order by r.txid, r.id) as txids,
-                   array_agg(r.month order by r.txid, r.id) as row_months,
-                   array_agg(r.digest order by r.txid, r.id) as digests
-              from sealed r
+            -- one sort, aggregated in its order (the group key is its
+            -- prefix; the CTE scan is never parallel), not one per array
+            select r.chain, r.chunk, array_agg(r.id) as ids, array_agg(r.txid) as txids,
+                   array_agg(r.month) as row_months, array_agg(r.digest) as digests
+              from (select * from sealed s order by s.chain, s.chunk, s.txid, s.id) r
              group by r.chain, r.chunk
         )
         select l.chain, l.chunk, l.ids, l.txids, l.row_months, l.digests, s.months, s.month_rows, s.month_digests,
@@ -793,7 +793,9 @@ comment on type clinicdb.audit_seal_range is 'clinicdb: the (txid, id) key range
 -- that differ come back: each expected row not found as it was (lost), each
 -- actual row not expected as it is (extra), as often as the counts differ
 -- (an exact copy of a sealed row is extra). Internal to verification and
--- pruning, which build the two queries from constants.
+-- pruning, which build the two queries from numbers and arrays they format
+-- as literals. It runs them with the caller's rights (SECURITY INVOKER), so
+-- it lets nobody read what they could not read with a query of their own.
 create or replace function clinicdb._audit_differences(p_expected text, p_actual text,
                                                        out lost clinicdb.audit_seal_entry[],
                                                        out extra clinicdb.audit_seal_entry[])
@@ -802,6 +804,10 @@ stable
 set search_path = pg_catalog, pg_temp
 set work_mem = '64MB'
 set jit = off
+-- Both sides are far larger than the planner guesses (function scans):
+-- a merge join would sort every row of the trail, a hash join hashes the
+-- small side (the chain heads) once.
+set enable_mergejoin = off
 as $$
 begin
     execute format($query$
@@ -941,9 +947,11 @@ begin
     -- The blocks whose range overlaps, and the months whose rows are all gone.
     select coalesce(array_agg(row(s.clinic_id, s.block_no, s.lo_txid, s.lo_id, s.hi_txid, s.hi_id)
                               ::clinicdb.audit_seal_range), '{}'),
-           array(select distinct m from clinicdb.audit_seals s2, unnest(s2.months) m
-                  where s2.kind = 'rows' and int8range(s2.lo_txid, s2.hi_txid, '[]') && int8range(p_from_txid, p_to_txid)
-                    and not clinicdb.audit_month_present(m))
+           array(select m.month
+                   from (select distinct u.month from clinicdb.audit_seals s2, unnest(s2.months) as u(month)
+                          where s2.kind = 'rows'
+                            and int8range(s2.lo_txid, s2.hi_txid, '[]') && int8range(p_from_txid, p_to_txid)) m
+                  where not clinicdb.audit_month_present(m.month))
       into v_blocks, v_gone
       from clinicdb.audit_seals s
      where s.kind = 'rows' and int8range(s.lo_txid, s.hi_txid, '[]') && int8range(p_from_txid, p_to_txid);
@@ -1092,8 +1100,10 @@ begin
                               ::clinicdb.audit_seal_range), '{}')
       into v_blocks
       from clinicdb.audit_seals_legacy l where l.block_no between p_from and p_to;
-    v_gone := array(select distinct u.month from clinicdb.audit_seals_legacy l, unnest(l.row_months) as u(month)
-                     where l.block_no between p_from and p_to and not clinicdb.audit_month_present(u.month));
+    v_gone := array(select m.month
+                      from (select distinct u.month from clinicdb.audit_seals_legacy l, unnest(l.row_months) as u(month)
+                             where l.block_no between p_from and p_to) m
+                     where not clinicdb.audit_month_present(m.month));
     select * into v_found from clinicdb._audit_differences(
         format('select %L::uuid as chain, l.block_no, u.id, null::bigint as txid, u.digest
                   from clinicdb.audit_seals_legacy l

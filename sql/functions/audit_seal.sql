@@ -366,7 +366,7 @@ as $$
     ), recent as (
         select clinicdb.audit_chain_key(a.clinic_id) as chain, a.id, a.txid, a.logged_at
           from clinicdb.audit_log a
-         where a.txid >= clinicdb.audit_seal_floor() and (p_horizon is null or a.txid < p_horizon)
+         where a.txid >= (select clinicdb.audit_seal_floor()) and (p_horizon is null or a.txid < p_horizon)
     ), heads as (
         select c.chain, h.hi_txid, h.hi_id
           from (select distinct r.chain from recent r) c
@@ -461,11 +461,11 @@ begin
               from by_month m
              group by m.chain, m.chunk
         ), listed as (
-            select r.chain, r.chunk, array_agg(r.id order by r.txid, r.id) as ids,
-                   array_agg(r.txid order by r.txid, r.id) as txids,
-                   array_agg(r.month order by r.txid, r.id) as row_months,
-                   array_agg(r.digest order by r.txid, r.id) as digests
-              from sealed r
+            -- one sort, aggregated in its order (the group key is its
+            -- prefix; the CTE scan is never parallel), not one per array
+            select r.chain, r.chunk, array_agg(r.id) as ids, array_agg(r.txid) as txids,
+                   array_agg(r.month) as row_months, array_agg(r.digest) as digests
+              from (select * from sealed s order by s.chain, s.chunk, s.txid, s.id) r
              group by r.chain, r.chunk
         )
         select l.chain, l.chunk, l.ids, l.txids, l.row_months, l.digests, s.months, s.month_rows, s.month_digests,

@@ -279,7 +279,7 @@ def prune(
             (days,),
         ).fetchall()
         conn.commit()
-        head, _ = _head_lines(conn)
+        head, _ = _seal_head(conn)
     if as_json:
         print_rows(["partition", "from", "to", "rows", "action"], done, True)
     else:
@@ -378,7 +378,7 @@ def archive(
         click.echo("nothing new to archive")
 
 
-def _head_lines(conn: psycopg.Connection[Any]) -> tuple[str, dict[str, Any]]:
+def _seal_head(conn: psycopg.Connection[Any]) -> tuple[str, dict[str, Any]]:
     """The round head to keep elsewhere, as a line and as fields."""
     status = conn.execute(
         "select head_round, head_hash, chains, blocks, sealed_rows, unsealed_rows, oldest_unsealed_at,"
@@ -435,7 +435,7 @@ def seal(
             (block_rows, min_rows, max_wait),
         ).fetchall()
         conn.commit()
-        head, fields = _head_lines(conn)
+        head, fields = _seal_head(conn)
     heads: dict[uuid.UUID, tuple[int, str]] = {}
     for clinic, block, _, digest in blocks:
         heads[clinic] = (block, digest)
@@ -482,9 +482,9 @@ def verify(expected: tuple[str, ...], max_rows: int, database_url: str | None, a
     """
     anchors = [_audit_verify.parse_anchor(v) for v in expected]
     with psycopg.connect(resolve_admin_url(database_url), autocommit=True) as conn:
-        total = _audit_verify.plan_rows(conn)
-        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-            report = _audit_verify.verify(conn, anchors, max_rows, bar.update)
+        parts = _audit_verify.plan(conn)
+        with click.progressbar(length=sum(p[-1] for p in parts), label="verifying", file=sys.stderr) as bar:
+            report = _audit_verify.verify(conn, parts, anchors, max_rows, bar.update)
     status = report.status
     if as_json:
         summary = {
