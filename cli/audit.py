@@ -450,7 +450,8 @@ def seal(
                 {"clinic": _audit_verify.label(c), "block": b, "hash": h} for c, (b, h) in sorted(heads.items())
             ],
         }
-        click.echo(json.dumps(result, indent=2, default=str))
+        # One line per run, for a log of heads (`>> seal-heads.jsonl`).
+        click.echo(json.dumps(result, default=str))
         return
     click.echo(f"sealed {new_rows} rows in {len(blocks)} new blocks of {len(heads)} chains")
     for clinic, (block, digest) in sorted(heads.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -261,26 +262,29 @@ def test_unreachable_server_is_one_line() -> None:
     assert result.exit_code == 1 and result.output.count("\n") == 1 and result.output.startswith("Error: ")
 
 
-@pytest.fixture
-def empty_db(servers: ServerSet) -> Iterator[str]:
-    """A new, empty database on the test server."""
+@contextlib.contextmanager
+def _new_database(servers: ServerSet) -> Iterator[str]:
+    """A new, empty database on the test server, dropped afterwards."""
     name = f"audit_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     yield replace_url(servers.admin_url, database=name)
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def empty_db(servers: ServerSet) -> Iterator[str]:
+    """A new, empty database on the test server."""
+    with _new_database(servers) as url:
+        yield url
 
 
 @pytest.fixture
 def other_db(servers: ServerSet) -> Iterator[str]:
     """A second new, empty database."""
-    name = f"audit_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield replace_url(servers.admin_url, database=name)
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with _new_database(servers) as url:
+        yield url
 
 
 def test_rolling_back_the_audit_migration_detaches_every_trigger(empty_db: str) -> None:
