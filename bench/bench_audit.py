@@ -43,12 +43,9 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
-from psycopg import sql
 
 from bench.harness import PairedRatio, Ratio, paired, throughput
-from clinicdb import schema
-from clinicdb._url import replace_url
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 # Which patient to update: not security relevant, seeded for repeatable runs.
 _RANDOM = random.Random(4)  # noqa: S311
@@ -256,29 +253,20 @@ def _measure(servers: ServerSet, clinic: uuid.UUID, mode: str, op: str) -> float
 
 def _seal_and_verify(admin_url: str, clinics: int) -> tuple[float, float, int]:
     """Seconds to seal and to verify SEAL_ROWS rows of ``clinics`` clinics in a new database; blocks made."""
-    name = f"bench_seal_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = replace_url(admin_url, database=name)
-    try:
-        schema.apply(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            batch = SEAL_ROWS // 10
-            for first in range(1, SEAL_ROWS + 1, batch):
-                conn.execute(_SEAL_FILL, {"clinics": clinics, "first": first, "last": first + batch - 1})
-            conn.execute("vacuum analyze clinicdb.audit_log")
-            started = time.perf_counter()
-            conn.execute("select count(*) from clinicdb.seal_audit(10000, 1, interval '0')")
-            sealed = time.perf_counter() - started
-            started = time.perf_counter()
-            problems = conn.execute("select count(*) from clinicdb.verify_audit()").fetchone()
-            verified = time.perf_counter() - started
-            blocks = conn.execute("select count(*) from clinicdb.audit_seals").fetchone()
-        assert problems == (0,) and blocks is not None
-        return sealed, verified, int(blocks[0])
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with scratch_database(admin_url, "bench_seal", migrate=True) as url, psycopg.connect(url, autocommit=True) as conn:
+        batch = SEAL_ROWS // 10
+        for first in range(1, SEAL_ROWS + 1, batch):
+            conn.execute(_SEAL_FILL, {"clinics": clinics, "first": first, "last": first + batch - 1})
+        conn.execute("vacuum analyze clinicdb.audit_log")
+        started = time.perf_counter()
+        conn.execute("select count(*) from clinicdb.seal_audit(10000, 1, interval '0')")
+        sealed = time.perf_counter() - started
+        started = time.perf_counter()
+        problems = conn.execute("select count(*) from clinicdb.verify_audit()").fetchone()
+        verified = time.perf_counter() - started
+        blocks = conn.execute("select count(*) from clinicdb.audit_seals").fetchone()
+    assert problems == (0,) and blocks is not None
+    return sealed, verified, int(blocks[0])
 
 
 def seal_and_verify(servers: ServerSet) -> list[Ratio]:

@@ -12,6 +12,12 @@ true); query; COMMIT) on a random clinic/patient:
 
 ratio = candidate throughput / baseline throughput (target >= 0.95). When a
 ratio falls short, both plans are printed.
+
+Then the planner cost of keeping no statistics on PHI columns (#13): the same
+queries under RLS, with PHI statistics (as PostgreSQL would keep them) as the
+baseline and without (as protect_table leaves them) as the candidate, in
+interleaved rounds. No target: it is the price of not leaking value
+frequencies through EXPLAIN, printed so it can be weighed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+import psycopg.sql
 
 from bench.harness import Ratio, interleaved, throughput
 from clinicdb._url import replace_url
@@ -158,4 +165,54 @@ def run(servers: ServerSet) -> list[Ratio]:
                 ratio.notes.append("plan with explicit filter (no RLS):")
                 ratio.notes.append(_plan(admin, query.explicit, (*query.param(s), s[0]), s[0]))
             ratios.append(ratio)
+        ratios += _statistics_cost(servers.admin_url, app, sample)
+    return ratios
+
+
+def _set_phi_statistics(admin_url: str, *, collect: bool) -> None:
+    """PHI columns of patients back to PostgreSQL's default statistics (and analyzed), or as protect_table
+    leaves them (none, stored ones deleted)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if collect:
+            columns = [
+                r[0]
+                for r in conn.execute(
+                    "select column_name from clinicdb.phi_columns where table_name = 'public.patients'::regclass"
+                )
+            ]
+            for column in columns:
+                conn.execute(
+                    psycopg.sql.SQL("alter table public.patients alter column {} set statistics -1").format(
+                        psycopg.sql.Identifier(column)
+                    )
+                )
+            conn.execute("analyze public.patients")
+        else:
+            conn.execute("select clinicdb.protect_table('public.patients')")
+
+
+def _discard_plans(conn: psycopg.Connection) -> None:
+    """Plans prepared under the other statistics go; outside any transaction, so no lock is held afterwards."""
+    conn.execute("discard plans")
+    conn.commit()
+
+
+def _statistics_cost(admin_url: str, app: psycopg.Connection, sample: list[tuple[str, str, str]]) -> list[Ratio]:
+    ratios: list[Ratio] = []
+    for query in QUERIES:
+        op = _op(app, query.under_rls, sample, query, explicit=False)
+
+        def with_statistics(op: Callable[[], object] = op) -> float:
+            _set_phi_statistics(admin_url, collect=True)
+            _discard_plans(app)
+            return throughput(op, seconds=SECONDS)
+
+        def without_statistics(op: Callable[[], object] = op) -> float:
+            _set_phi_statistics(admin_url, collect=False)
+            _discard_plans(app)
+            return throughput(op, seconds=SECONDS)
+
+        base, cand = interleaved(with_statistics, without_statistics, rounds=ROUNDS)
+        ratios.append(Ratio(f"{query.name}: no PHI statistics / with", cand, base, None, unit="txn/s"))
+    _set_phi_statistics(admin_url, collect=False)
     return ratios

@@ -153,7 +153,18 @@ def tail(
     params = {"days": days, "clinic": clinic_id, "table": table_name, "user": app_user, "limit": limit}
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
         rows = conn.execute(query, params).fetchall()
+        if not rows and table_name:
+            _known_table(conn, table_name, f"in the last {days} days")
     _trail_rows(list(reversed(rows)), as_json)
+
+
+def _known_table(conn: psycopg.Connection[Any], table_name: str, window: str) -> None:
+    """No rows for a table: fine if the table exists; a typo (no such table) is an error that says so."""
+    found = conn.execute("select to_regclass(%s) is not null", (table_name,)).fetchone()
+    if not (found and found[0]):
+        raise click.ClickException(
+            f"no table {table_name} exists, and the trail has no rows of it {window}: check the name (schema.table)"
+        )
 
 
 @audit.command()
@@ -175,6 +186,8 @@ def history(table_name: str, row_id: str, database_url: str | None, as_json: boo
         rows = conn.execute(
             _SELECT_TRAIL + " where row_id = %s and table_name = %s order by logged_at, id", (row_id, table_name)
         ).fetchall()
+        if not rows:
+            _known_table(conn, table_name, "for that row")
     if not rows and not as_json:
         click.echo(f"no audit rows for {table_name} {row_id}")
         return

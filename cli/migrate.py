@@ -53,27 +53,54 @@ def migrate(database_url: str | None, reference_schema: bool, sources: tuple[Pat
         clinicdb migrate --database-url postgresql://postgres@db1:5432,db2:5432/clinics?target_session_attrs=read-write
         clinicdb migrate --source ./migrations        # your tables, after the core
     """
-    applied = schema.apply(resolve_admin_url(database_url), reference=reference_schema, sources=sources)
+    notes: list[str] = []
+    applied = schema.apply(resolve_admin_url(database_url), reference=reference_schema, sources=sources, notes=notes)
     click.echo(f"applied: {', '.join(applied)}" if applied else "nothing to apply")
+    for note in notes:
+        click.echo(note)
 
 
 @click.command()
 @admin_url_option
 @click.option("--count", default=1, show_default=True, help="How many migrations to roll back (1 or more).")
 @click.option("--all", "to_zero", is_flag=True, help="Roll back every migration.")
+@click.option(
+    "--destroy-data",
+    is_flag=True,
+    help="Proceed even though tables holding rows would be dropped (the audit trail is kept).",
+)
 @source_option
 @friendly_errors
-def rollback(database_url: str | None, count: int, to_zero: bool, sources: tuple[Path, ...]) -> None:
+def rollback(
+    database_url: str | None, count: int, to_zero: bool, destroy_data: bool, sources: tuple[Path, ...]
+) -> None:
     """Roll back the newest migration(s), newest first.
 
-    Your own migrations (--source) roll back before clinicdb's.
+    Your own migrations (--source) roll back before clinicdb's. The
+    rollbacks are first tried in a transaction that is undone: if they
+    would drop a table holding rows (patients, the audit trail, keys),
+    nothing happens and the tables and row counts are listed; with
+    --destroy-data it proceeds, after copying the audit trail into the
+    clinicdb_migrations schema. Logins' memberships in clinicdb's group
+    roles and staff mappings are kept there for the next migrate.
 
     Example:
 
         clinicdb rollback --count 2
+        clinicdb rollback --all --destroy-data      # really everything; the audit trail is kept
     """
-    undone = schema.rollback(resolve_admin_url(database_url), count=count, to_zero=to_zero, sources=sources)
+    notes: list[str] = []
+    undone = schema.rollback(
+        resolve_admin_url(database_url),
+        count=count,
+        to_zero=to_zero,
+        sources=sources,
+        destroy_data=destroy_data,
+        notes=notes,
+    )
     click.echo(f"rolled back: {', '.join(undone)}" if undone else "nothing to roll back")
+    for note in notes:
+        click.echo(note)
 
 
 @click.command()

@@ -2,7 +2,7 @@
 -- verified per clinic, with sealing rounds that name every chain's head; prunes are sealed into the
 -- chains; verification reports every problem. The global chain is kept read-only as the legacy chain
 -- up to the cut-over.
--- depends: 0011.layer-hardening
+-- depends: 0014.create-clinic-refuses-bad-input
 --
 -- Frozen: the SQL below is what this migration runs, copied from sql/schema/audit_seals.sql,
 -- sql/functions/audit_seal.sql, sql/functions/audit_verify.sql, sql/functions/audit_prune.sql,

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from psycopg import conninfo
 from yoyo import read_migrations  # type: ignore[import-untyped]
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend  # type: ignore[import-untyped]
 from yoyo.connections import DatabaseURI  # type: ignore[import-untyped]
 from yoyo.migrations import default_migration_table  # type: ignore[import-untyped]
 
-from clinicdb import migration_lock
+from clinicdb import migration_lock, rollback_guard
 from clinicdb.settings import env
 
 CORE = "core"
@@ -99,6 +100,13 @@ def conninfo_of(url: str) -> str:
     return text
 
 
+def _lock_timeout_ms() -> int:
+    raw = env("CLINICDB_MIGRATION_LOCK_TIMEOUT_MS", "10000") or "10000"
+    if not raw.isdigit():
+        raise ValueError(f"CLINICDB_MIGRATION_LOCK_TIMEOUT_MS must be a whole number of milliseconds, not {raw!r}")
+    return int(raw)
+
+
 class _MigrationBackend(PostgresqlPsycopgBackend):  # type: ignore[misc]
     """yoyo's psycopg 3 backend, connecting with libpq's own parser instead of yoyo's URL parser,
     which cannot read multi-host URLs (``target_session_attrs=read-write`` behind a failover pair).
@@ -106,7 +114,11 @@ class _MigrationBackend(PostgresqlPsycopgBackend):  # type: ignore[misc]
 
     def connect(self, dburi: Any) -> psycopg.Connection[Any]:
         self.schema = None
-        return psycopg.connect(dburi.args["conninfo"], autocommit=True)
+        conn = psycopg.connect(dburi.args["conninfo"], autocommit=True)
+        # DDL queues behind the application's open transactions, and every new
+        # query then queues behind the DDL: fail clearly instead of stalling.
+        conn.execute(psycopg.sql.SQL("set lock_timeout = {}").format(psycopg.sql.Literal(f"{_lock_timeout_ms()}ms")))
+        return conn
 
 
 class _HistoryBackend(_MigrationBackend):
@@ -118,6 +130,36 @@ class _HistoryBackend(_MigrationBackend):
 
     def copy(self) -> _MigrationBackend:
         return _MigrationBackend(self.uri, self.migration_table)
+
+
+class _DryRunBackend(_MigrationBackend):
+    """Runs migrations' steps inside one transaction its caller opens and rolls back: yoyo's own transaction
+    handling becomes a no-op, so nothing a step does is ever committed."""
+
+    def transaction(self, rollback_on_exit: bool = False) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def disable_transactions(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def _dry_run_dropped(uri: Any, migrations: Sequence[Any]) -> list[tuple[str, str, str]]:
+    """Run the rollbacks of ``migrations`` (newest first) in a transaction that is rolled back; return the tables
+    they dropped as (name, schema, relname). An error a rollback would raise is raised here, before anything changes."""
+    dry = _DryRunBackend(uri, default_migration_table)
+    conn = dry.connection
+    try:
+        conn.execute("begin")
+        before = conn.execute(rollback_guard.TABLES_QUERY).fetchall()
+        for migration in migrations:
+            migration.process_steps(dry, "rollback")
+        left = conn.execute("select oid::bigint from pg_class where oid = any (%s::oid[])", ([r[0] for r in before],))
+        still = {r[0] for r in left.fetchall()}
+        return [(str(name), str(schema), str(rel)) for oid, name, schema, rel in before if oid not in still]
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("rollback")
+        conn.close()
 
 
 def _prepare_history(url: str) -> None:
@@ -189,8 +231,13 @@ def _user_folders(sources: Sequence[Path | str]) -> list[Path]:
     return folders
 
 
-def apply(url: str, *, reference: bool = False, sources: Sequence[Path | str] = ()) -> list[str]:
-    """Apply every pending migration (core, reference when asked or in use, then ``sources``); return ids applied."""
+def apply(
+    url: str, *, reference: bool = False, sources: Sequence[Path | str] = (), notes: list[str] | None = None
+) -> list[str]:
+    """Apply every pending migration (core, reference when asked or in use, then ``sources``); return ids applied.
+
+    Memberships and staff mappings a rollback kept are restored afterwards; what was restored (and what still
+    waits) is appended to ``notes``."""
     check_lock()
     users = _user_folders(sources)
     done: list[str] = []
@@ -208,13 +255,27 @@ def apply(url: str, *, reference: bool = False, sources: Sequence[Path | str] = 
             pending = backend.to_apply(own)
             backend.apply_migrations(pending)
             done += [m.id for m in pending]
+    with psycopg.connect(conninfo_of(url), autocommit=True) as conn, conn.transaction():
+        restored = rollback_guard.restore(conn)
+    if notes is not None:
+        notes += restored
     return done
 
 
 def rollback(
-    url: str, *, count: int | None = 1, to_zero: bool = False, sources: Sequence[Path | str] = ()
+    url: str,
+    *,
+    count: int | None = 1,
+    to_zero: bool = False,
+    sources: Sequence[Path | str] = (),
+    destroy_data: bool = False,
+    notes: list[str] | None = None,
 ) -> list[str]:
-    """Roll back the newest ``count`` migrations (or all of them), newest first; return their ids."""
+    """Roll back the newest ``count`` migrations (or all of them), newest first; return their ids.
+
+    Nothing is rolled back when a table the rollbacks would drop holds rows, unless ``destroy_data``; even then
+    the audit trail is copied into the history schema first. Logins' memberships in the group roles and staff
+    mappings are kept for the next migrate. What was kept is appended to ``notes``."""
     if not to_zero and (count is None or count < 1):
         raise ValueError(f"--count must be 1 or more (got {count}); use --all to roll back everything")
     users = _user_folders(sources)
@@ -232,7 +293,17 @@ def rollback(
         by_age = known.__class__(sorted((m for m in known if m.id in order), key=lambda m: order[m.id]))
         newest_first = list(backend.to_rollback(by_age))
         chosen = newest_first if to_zero else newest_first[:count]
+        if not chosen:
+            return []
+        rollback_guard.require_superuser(backend.connection)
+        dropped = rollback_guard.count_rows(backend.connection, _dry_run_dropped(backend.uri, chosen))
+        if rollback_guard.at_risk(dropped) and not destroy_data:
+            raise MigrationError(rollback_guard.refusal(dropped))
+        kept = rollback_guard.keep_audit_trail(backend.connection, dropped)
+        kept += rollback_guard.keep_memberships(backend.connection, [m.id for m in chosen])
         backend.rollback_migrations(known.__class__(chosen))
+    if notes is not None:
+        notes += kept
     return [m.id for m in chosen]
 
 

@@ -42,6 +42,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Development override: a clinicdb checkout whose migrations/ to apply instead of the installed package's.",
     ),
     Setting(
+        "CLINICDB_MIGRATION_LOCK_TIMEOUT_MS",
+        "10000",
+        "migrate and rollback: how long a statement waits for a lock (behind open transactions) before failing "
+        "with a clear error instead of stalling every query queued behind it (0: wait forever).",
+    ),
+    Setting(
         "CLINICDB_DEV_DIR",
         "<checkout>/.clinicdb",
         "Where `clinicdb dev up` keeps the local servers (.clinicdb in the checkout, or the current folder for an "

@@ -14,20 +14,25 @@
 -- SECURITY INVOKER: creating a trigger needs ownership of the table, which
 -- the caller (the owner running a migration, or a DBA) has.
 
--- A table's primary key columns in key order (NULL without one): the key the
--- trail names rows by, read the same way wherever the audit layer needs it.
+-- The columns the trail names a table's rows by (NULL without a primary
+-- key): its primary key, in key order, without a leading clinic_id -- the
+-- clinic is a column of every audit row already, and a table whose key gains
+-- clinic_id (to be distributed by clinic on Citus) keeps naming its rows the
+-- same way. Read the same way wherever the audit layer needs it.
 create or replace function clinicdb.audit_key_columns(p_table regclass)
 returns text[]
 language sql
 stable
 set search_path = pg_catalog, pg_temp
-return (select array_agg(a.attname::text order by k.ord)
+return (select case when count(*) > 1 and (array_agg(a.attname::text order by k.ord))[1] = 'clinic_id'
+                    then (array_agg(a.attname::text order by k.ord))[2:]
+                    else array_agg(a.attname::text order by k.ord) end
           from pg_index i
          cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
          where i.indrelid = p_table and i.indisprimary);
 comment on function clinicdb.audit_key_columns(regclass) is
-    'clinicdb: a table''s primary key columns in order, the key its audit rows are named by (NULL without one).';
+    'clinicdb: the columns audit rows name a table''s rows by: its primary key without a leading clinic_id (NULL without one).';
 
 create or replace function clinicdb.attach_audit(p_table regclass)
 returns void

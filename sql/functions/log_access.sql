@@ -21,8 +21,8 @@
 -- whose nextval would count every clinic's activity. (The ids of a clinic's
 -- own audit rows, which it may read, still show gaps: docs/security.md.)
 
--- The column that names a row of p_table in access rows: its one-column
--- primary key, or the second column of a (clinic_id, key) primary key.
+-- The column that names a row of p_table in access rows: the one column
+-- the audit trail names its rows by (clinicdb.audit_key_columns).
 create or replace function clinicdb._access_key_column(p_table regclass)
 returns name
 language plpgsql
@@ -34,8 +34,6 @@ declare
 begin
     if cardinality(v_keys) = 1 then
         return v_keys[1];
-    elsif cardinality(v_keys) = 2 and v_keys[1] = 'clinic_id' then
-        return v_keys[2];
     end if;
     raise exception 'table % has no primary key of one column (or clinic_id and one column) to name rows by', p_table
         using errcode = 'invalid_table_definition', hint = 'log_access names rows by such a primary key';
@@ -48,8 +46,7 @@ grant execute on function clinicdb._access_key_column(regclass) to clinicdb_app,
 grant execute on function clinicdb.audit_key_columns(regclass) to clinicdb_app, clinicdb_staff;
 
 -- True when row_id names a row of the table the CALLER can see (row level
--- security applies: it runs as the caller). row_id is the key as text, or
--- for a (clinic_id, key) table the JSON array the audit trail writes.
+-- security applies: it runs as the caller).
 create or replace function clinicdb._access_row_visible(p_table text, p_row_id text)
 returns boolean
 language plpgsql
@@ -58,21 +55,14 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_table regclass := to_regclass(p_table);
-    v_key name;
     v_found boolean;
 begin
     if v_table is null or p_row_id is null or not has_table_privilege(v_table, 'SELECT') then
         return false;
     end if;
-    v_key := clinicdb._access_key_column(v_table);
-    if cardinality(clinicdb.audit_key_columns(v_table)) = 2 then
-        execute format('select exists (select 1 from %s t where jsonb_build_array(t.clinic_id, t.%I)::text = $1)',
-                       v_table, v_key)
-           into v_found using p_row_id;
-    else
-        execute format('select exists (select 1 from %s t where t.%I::text = $1)', v_table, v_key)
-           into v_found using p_row_id;
-    end if;
+    execute format('select exists (select 1 from %s t where t.%I::text = $1)', v_table,
+                   clinicdb._access_key_column(v_table))
+       into v_found using p_row_id;
     return v_found;
 end
 $$;
@@ -90,7 +80,6 @@ as $$
 declare
     v_table text;
     v_key name;
-    v_clinic uuid;
     v_all text[];
     v_asked text[];
     v_visible text[];
@@ -101,7 +90,7 @@ begin
             using errcode = 'invalid_parameter_value',
                   hint = 'say why the rows were read, e.g. ''treatment'', ''billing'', ''chart review''';
     end if;
-    v_clinic := clinicdb.require_clinic_id();
+    perform clinicdb.require_clinic_id();
     if not has_table_privilege(p_table, 'SELECT') then
         raise exception 'you cannot read %, so there is no access of it to log', p_table
             using errcode = 'insufficient_privilege', hint = 'log reads of tables the role may read';
@@ -122,10 +111,7 @@ begin
                   hint = 'log only rows your clinic''s query returned';
     end if;
     insert into clinicdb.audit_log (id, table_name, row_id, action, purpose)
-    select 0, v_table,
-           case when cardinality(clinicdb.audit_key_columns(p_table)) = 2
-                then jsonb_build_array(v_clinic, x)::text else x end,
-           'access', left(btrim(p_purpose), 500)
+    select 0, v_table, x, 'access', left(btrim(p_purpose), 500)
       from unnest(v_all) as x;
     get diagnostics v_count = row_count;
     return v_count;

@@ -1,7 +1,7 @@
 -- Visits. Composite foreign keys carry clinic_id, so an appointment can only
 -- point at a patient and a staff member of its own clinic.
 create table if not exists public.appointments (
-    id uuid primary key default gen_random_uuid(),
+    id uuid not null default gen_random_uuid(),
     clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid not null,
     staff_id uuid,
@@ -13,7 +13,9 @@ create table if not exists public.appointments (
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     deleted_at timestamptz,
-    unique (clinic_id, id),
+    -- The key carries the clinic: foreign keys stay inside one clinic, and the
+    -- table can be distributed by clinic_id (Citus) as it is.
+    primary key (clinic_id, id),
     check (ends_at > starts_at),
     foreign key (clinic_id, patient_id) references public.patients (clinic_id, id),
     foreign key (clinic_id, staff_id) references public.staff (clinic_id, id)

@@ -1,6 +1,6 @@
 -- Clinical notes and diagnoses: the most sensitive rows in the schema.
 create table if not exists public.medical_records (
-    id uuid primary key default gen_random_uuid(),
+    id uuid not null default gen_random_uuid(),
     clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid not null,
     appointment_id uuid,
@@ -11,7 +11,9 @@ create table if not exists public.medical_records (
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     deleted_at timestamptz,
-    unique (clinic_id, id),
+    -- The key carries the clinic: foreign keys stay inside one clinic, and the
+    -- table can be distributed by clinic_id (Citus) as it is.
+    primary key (clinic_id, id),
     foreign key (clinic_id, patient_id) references public.patients (clinic_id, id),
     foreign key (clinic_id, appointment_id) references public.appointments (clinic_id, id),
     foreign key (clinic_id, recorded_by) references public.staff (clinic_id, id)

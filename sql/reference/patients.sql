@@ -1,7 +1,7 @@
 -- Patients of a clinic. The medical record number is unique per clinic only:
 -- a key unique across clinics would tell one clinic that another has it.
 create table if not exists public.patients (
-    id uuid primary key default gen_random_uuid(),
+    id uuid not null default gen_random_uuid(),
     clinic_id uuid not null references clinicdb.clinics (id),
     mrn text not null,
     given_name text not null,
@@ -15,7 +15,9 @@ create table if not exists public.patients (
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     deleted_at timestamptz,
-    unique (clinic_id, id),
+    -- The key carries the clinic: foreign keys stay inside one clinic, and the
+    -- table can be distributed by clinic_id (Citus) as it is.
+    primary key (clinic_id, id),
     unique (clinic_id, mrn)
 );
 alter table public.patients owner to clinicdb_owner;

@@ -1,7 +1,7 @@
 -- Medication orders, tied to the patient and optionally to the record that
 -- justified them.
 create table if not exists public.prescriptions (
-    id uuid primary key default gen_random_uuid(),
+    id uuid not null default gen_random_uuid(),
     clinic_id uuid not null references clinicdb.clinics (id),
     patient_id uuid not null,
     medical_record_id uuid,
@@ -13,7 +13,9 @@ create table if not exists public.prescriptions (
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     deleted_at timestamptz,
-    unique (clinic_id, id),
+    -- The key carries the clinic: foreign keys stay inside one clinic, and the
+    -- table can be distributed by clinic_id (Citus) as it is.
+    primary key (clinic_id, id),
     check (ends_on is null or ends_on >= starts_on),
     foreign key (clinic_id, patient_id) references public.patients (clinic_id, id),
     foreign key (clinic_id, medical_record_id) references public.medical_records (clinic_id, id),

@@ -1,7 +1,7 @@
 -- Application users who work at a clinic (doctors, nurses, front desk).
 -- Not to be confused with clinicdb_staff, the database role for psql logins.
 create table if not exists public.staff (
-    id uuid primary key default gen_random_uuid(),
+    id uuid not null default gen_random_uuid(),
     clinic_id uuid not null references clinicdb.clinics (id),
     display_name text not null,
     email text not null,
@@ -10,7 +10,9 @@ create table if not exists public.staff (
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     deleted_at timestamptz,
-    unique (clinic_id, id),
+    -- The key carries the clinic: foreign keys stay inside one clinic, and the
+    -- table can be distributed by clinic_id (Citus) as it is.
+    primary key (clinic_id, id),
     -- One account per e-mail within a clinic; the same person may work at two.
     unique (clinic_id, email)
 );

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
@@ -17,12 +16,10 @@ import pytest
 from click.testing import CliRunner, Result
 from clinicdb_cli.audit import demo_audit_history
 from clinicdb_cli.main import cli
-from psycopg import sql
 
 import catalog
 from clinicdb import schema
-from clinicdb._url import replace_url
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 
 def _run(servers: ServerSet, *args: str) -> Result:
@@ -262,28 +259,17 @@ def test_unreachable_server_is_one_line() -> None:
     assert result.exit_code == 1 and result.output.count("\n") == 1 and result.output.startswith("Error: ")
 
 
-@contextlib.contextmanager
-def _new_database(servers: ServerSet) -> Iterator[str]:
-    """A new, empty database on the test server, dropped afterwards."""
-    name = f"audit_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield replace_url(servers.admin_url, database=name)
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
-
-
 @pytest.fixture
 def empty_db(servers: ServerSet) -> Iterator[str]:
     """A new, empty database on the test server."""
-    with _new_database(servers) as url:
+    with scratch_database(servers.admin_url, "audit") as url:
         yield url
 
 
 @pytest.fixture
 def other_db(servers: ServerSet) -> Iterator[str]:
     """A second new, empty database."""
-    with _new_database(servers) as url:
+    with scratch_database(servers.admin_url, "audit") as url:
         yield url
 
 

@@ -1,4 +1,4 @@
--- Every reference table follows the conventions: uuid id primary key,
+-- Every reference table follows the conventions: uuid id, primary key (clinic_id, id),
 -- clinic_id not null referencing clinicdb.clinics, created_at/updated_at/deleted_at,
 -- and an index leading with the columns of every foreign key.
 begin;
@@ -7,8 +7,9 @@ select plan(33);
 -- Per table: id uuid, id is the primary key, clinic_id uuid not null.
 select col_type_is(case t when 'clinics' then 'clinicdb' else 'public' end, t, 'id', 'uuid', format('%s.id is a uuid', t))
   from unnest(array['clinics', 'staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
-select col_is_pk(case t when 'clinics' then 'clinicdb' else 'public' end, t, 'id', format('%s has id as its primary key', t))
-  from unnest(array['clinics', 'staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
+select col_is_pk('clinicdb', 'clinics', 'id', 'clinics has id as its primary key');
+select col_is_pk('public', t, array['clinic_id', 'id'], format('%s has (clinic_id, id) as its primary key, so it can be distributed by clinic', t))
+  from unnest(array['staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
 select col_not_null(case t when 'clinics' then 'clinicdb' else 'public' end, t, 'clinic_id', format('%s.clinic_id is not null', t))
   from unnest(array['clinics', 'staff', 'patients', 'appointments', 'medical_records', 'prescriptions']) t;
 select fk_ok('public', t, 'clinic_id', 'clinicdb', 'clinics', 'id', format('%s.clinic_id references clinics (id)', t))

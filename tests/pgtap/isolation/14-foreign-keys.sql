@@ -4,40 +4,52 @@
 -- and lets B's delete cascade into A's rows. The reference schema uses
 -- composite keys (clinic_id, x_id); check_isolation() reports any other.
 begin;
-select plan(5);
+select plan(6);
 
 select clinicdb_tap.create_clinic('Keys A') as a \gset
 select clinicdb_tap.create_clinic('Keys B') as b \gset
 select clinicdb_tap.seed_reference(:'a');
-select clinicdb_tap.seed_reference(:'b') as patient_b \gset
+select clinicdb_tap.seed_reference(:'b');
 
 set local role clinicdb_owner;
+-- A parent keyed by id alone (the reference tables are keyed by (clinic_id, id)).
+create table public.tap_parents (
+    id uuid primary key default gen_random_uuid(),
+    clinic_id uuid not null references clinicdb.clinics (id),
+    unique (clinic_id, id)
+);
 create table public.tap_notes (
     id uuid primary key default gen_random_uuid(),
     clinic_id uuid not null references clinicdb.clinics (id),
-    patient_id uuid references public.patients (id),
+    parent_id uuid references public.tap_parents (id),
     body text
 );
 create table public.tap_good_notes (
     id uuid primary key default gen_random_uuid(),
     clinic_id uuid not null references clinicdb.clinics (id),
-    patient_id uuid,
+    parent_id uuid,
     body text,
-    foreign key (clinic_id, patient_id) references public.patients (clinic_id, id)
+    foreign key (clinic_id, parent_id) references public.tap_parents (clinic_id, id)
 );
+select clinicdb.protect_table('public.tap_parents');
 select clinicdb.protect_table('public.tap_notes');
 select clinicdb.protect_table('public.tap_good_notes');
 reset role;
+insert into public.tap_parents (clinic_id) values (:'b') returning id as parent_b \gset
 
+select throws_ok($$create table public.tap_by_id (id uuid primary key, clinic_id uuid not null,
+                                                   patient_id uuid references public.patients (id))$$,
+                 '42830', 'there is no unique constraint matching given keys for referenced table "patients"',
+                 'a reference table can only be pointed at with clinic_id: its key is (clinic_id, id)');
 select clinicdb_tap.authenticate_as_app(:'a');
-select lives_ok(format($$insert into public.tap_notes (patient_id, body) values (%L, 'x')$$, :'patient_b'),
-                'the hole is real: with a key that leaves clinic_id out, clinic A points a note at clinic B''s patient');
-select throws_ok(format($$insert into public.tap_good_notes (patient_id, body) values (%L, 'x')$$, :'patient_b'),
-                 '23503', null, 'with a composite (clinic_id, patient_id) key it cannot');
+select lives_ok(format($$insert into public.tap_notes (parent_id, body) values (%L, 'x')$$, :'parent_b'),
+                'the hole is real: with a key that leaves clinic_id out, clinic A points a note at clinic B''s row');
+select throws_ok(format($$insert into public.tap_good_notes (parent_id, body) values (%L, 'x')$$, :'parent_b'),
+                 '23503', null, 'with a composite (clinic_id, parent_id) key it cannot');
 select clinicdb_tap.clear_authentication();
 
 select is(array(select finding from clinicdb.check_isolation() where table_name = 'public.tap_notes'),
-          array['foreign key tap_notes_patient_id_fkey references public.patients without clinic_id: '
+          array['foreign key tap_notes_parent_id_fkey references public.tap_parents without clinic_id: '
                 'a row can point at another clinic''s row'],
           'check_isolation reports a foreign key between tenant tables without clinic_id');
 select is(array(select finding from clinicdb.check_isolation() where table_name = 'public.tap_good_notes'), '{}'::text[],

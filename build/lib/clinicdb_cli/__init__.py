@@ -1,1 +1,0 @@
-"""The ``clinicdb`` command line: one module per command group."""

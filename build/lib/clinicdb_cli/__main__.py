@@ -1,5 +1,0 @@
-"""``python -m clinicdb_cli``: the same as the ``clinicdb`` command."""
-
-from .main import cli
-
-cli()
