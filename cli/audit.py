@@ -458,7 +458,7 @@ def seal(
             "new_blocks": len(blocks),
             "new_rows": new_rows,
             **fields,
-            "head_block": fields["head_round"],
+            "head_block": fields["head_round"],  # the name before 0020: round numbers continue block numbers
             "chains_extended": [
                 {"clinic": _audit_verify.label(c), "block": b, "hash": h} for c, (b, h) in sorted(heads.items())
             ],
