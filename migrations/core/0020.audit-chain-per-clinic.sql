@@ -938,9 +938,6 @@ declare
     v_floor bigint := clinicdb.audit_seal_floor();
     v_blocks clinicdb.audit_seal_range[];
     v_gone integer[];
-    v_chains uuid[];
-    v_hi_txids bigint[];
-    v_hi_ids bigint[];
     v_found record;
 begin
     select * into v_cut from clinicdb.audit_cutover();
@@ -955,14 +952,6 @@ begin
       into v_blocks, v_gone
       from clinicdb.audit_seals s
      where s.kind = 'rows' and int8range(s.lo_txid, s.hi_txid, '[]') && int8range(p_from_txid, p_to_txid);
-    -- The head of each chain with rows in the range.
-    select coalesce(array_agg(c.chain), '{}'), coalesce(array_agg(h.hi_txid), '{}'), coalesce(array_agg(h.hi_id), '{}')
-      into v_chains, v_hi_txids, v_hi_ids
-      from (select distinct clinicdb.audit_chain_key(a.clinic_id) as chain from clinicdb.audit_log a
-             where a.txid >= p_from_txid and a.txid < p_to_txid) c
-      left join lateral (select s.hi_txid, s.hi_id from clinicdb.audit_seals s
-                          where s.clinic_id = c.chain order by s.block_no desc limit 1) h on true;
-
     select * into v_found from clinicdb._audit_differences(
         -- what the blocks committed to, minus months gone whole (verify_audit_months names them once)
         -- (a block's entries are in txid order: width_bucket's binary search finds those in the range)
@@ -975,15 +964,20 @@ begin
                  where s.kind = %L and int8range(s.lo_txid, s.hi_txid, %L) && int8range(%s, %s)
                    and u.month <> all (%L::integer[])',
                p_from_txid - 1, p_to_txid - 1, 'rows', '[]', p_from_txid, p_to_txid, v_gone),
-        -- the rows now: sealed when below their chain's head (block_no 0) or below the floor
+        -- the rows now: sealed when below their chain's head (block_no 0) or below the floor. The heads are
+        -- read in the same statement as the blocks, so a round committing meanwhile is seen by both or neither.
         format('select h.chain, case when (a.txid, a.id) < (h.hi_txid, h.hi_id) then 0 end as block_no, a.id, a.txid,
                        clinicdb.audit_row_digest(a) as digest
                   from clinicdb.audit_log a
-                  join unnest(%L::uuid[], %L::bigint[], %L::bigint[]) as h(chain, hi_txid, hi_id)
+                  join (select c.chain, s.hi_txid, s.hi_id
+                          from (select distinct clinicdb.audit_chain_key(a2.clinic_id) as chain
+                                  from clinicdb.audit_log a2 where a2.txid >= %s and a2.txid < %s) c
+                          left join lateral (select s.hi_txid, s.hi_id from clinicdb.audit_seals s
+                                              where s.clinic_id = c.chain order by s.block_no desc limit 1) s on true) h
                     on h.chain = clinicdb.audit_chain_key(a.clinic_id)
                  where a.txid >= %s and a.txid < %s and (a.txid, a.id) >= (%s, %s)
                    and ((a.txid, a.id) < (h.hi_txid, h.hi_id) or a.txid < %s)',
-               v_chains, v_hi_txids, v_hi_ids, p_from_txid, p_to_txid, v_cut.lo_txid, v_cut.lo_id, v_floor));
+               p_from_txid, p_to_txid, p_from_txid, p_to_txid, v_cut.lo_txid, v_cut.lo_id, v_floor));
     return query select * from clinicdb._audit_row_problems('rows', v_found.lost, v_found.extra, v_blocks, p_from_txid,
                                                             p_to_txid, p_max_rows);
 end
