@@ -13,7 +13,9 @@ failures from connections) and ask it for a route. Rules:
   is a safe lower bound), else to the primary;
 * a failure opens the replica's breaker for a back-off that doubles per
   consecutive failure up to a cap; only the background check probes it again,
-  so no read ever waits on a dead replica.
+  so no read ever waits on a dead replica;
+* a replica found out of recovery (promoted) takes no reads until a check
+  finds it a standby again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ReplicaState:
     last_error: str | None = None
     trips: int = 0
     replay_text: str | None = None  # the last replay LSN an opening read, as text
+    promoted: bool = False  # answered as a primary (out of recovery)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Router:
     def fit(self, state: ReplicaState, now: float) -> bool:
         return (
             not state.breaker_open
+            and not state.promoted
             and state.lag_bytes is not None
             and state.lag_bytes <= self.max_lag
             and state.measured_at is not None
@@ -161,6 +165,14 @@ class Router:
                 state.trips += 1
             return tripped
 
+    def record_promoted(self, index: int, promoted: bool = True) -> bool:
+        """Replica ``index`` answered out of recovery (or, with False, in recovery again); True when that is news."""
+        with self._lock:
+            state = self.replicas[index]
+            news = state.promoted != promoted
+            state.promoted = promoted
+            return news
+
     def record_recovery(self, index: int) -> None:
         """Close the breaker of replica ``index`` after a successful probe."""
         with self._lock:
@@ -182,6 +194,7 @@ class Router:
                     "name": s.name,
                     "fit": self.fit(s, now),
                     "breaker_open": s.breaker_open,
+                    "promoted": s.promoted,
                     "lag_bytes": s.lag_bytes,
                     "replay_lsn": s.replay_lsn,
                     "breaker_trips": s.trips,
