@@ -38,6 +38,7 @@ _FATAL = pq.ExecStatus.FATAL_ERROR
 _ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _SQLSTATE = pq.DiagnosticField.SQLSTATE
+_OK = pq.ConnStatus.OK
 
 # Closing messages (simple query protocol, several statements each). CLEAN_SESSION drops the session state
 # that could carry one clinic's rows into another's transaction; COMMIT_WITH_TOKEN's last result is the token.
@@ -159,12 +160,15 @@ def error_from(res: pq.abc.PGresult) -> psycopg.Error:
 
 def first_error(results: Sequence[pq.abc.PGresult], pgconn: pq.abc.PGconn) -> psycopg.Error | None:
     """The first error among ``results`` (or the lost connection) as an exception; None when all went well."""
+    aborted = False
     for res in results:
-        if res.status == _FATAL:
+        status = res.status
+        if status == _FATAL:
             return error_from(res)
-    if pgconn.status != pq.ConnStatus.OK:
+        aborted = aborted or status == _ABORTED
+    if pgconn.status != _OK:
         return psycopg.OperationalError("the connection to the server was lost")
-    if any(res.status == _ABORTED for res in results):
+    if aborted:
         return psycopg.OperationalError("the server aborted the driver's commands without saying why")
     return None
 
@@ -173,23 +177,6 @@ def text_value(res: pq.abc.PGresult, column: int) -> str | None:
     """One text cell of the first row."""
     raw = res.get_value(0, column)
     return None if raw is None else bytes(raw).decode()
-
-
-def looks_dead(pgconn: pq.abc.PGconn) -> bool:
-    """True when an idle pooled connection was closed by its server (shutdown, crash, terminate).
-
-    A server that goes away leaves its last message and end-of-file on the
-    socket of every idle connection: the first read takes the message, the
-    second meets end-of-file. Neither blocks, and nothing is sent.
-    """
-    if pgconn.status != pq.ConnStatus.OK:
-        return True
-    try:
-        pgconn.consume_input()
-        pgconn.consume_input()
-    except psycopg.OperationalError:
-        return True
-    return pgconn.status != pq.ConnStatus.OK
 
 
 _POLL = getattr(select, "poll", None)

@@ -495,40 +495,37 @@ class AsyncClinicDB:
                 return got
             tried.add(index)
         server = self.primary
-        pool, conn = server.pool, await self._connect(server, self.options.acquire_timeout, probe=True)
-        try:
-            replay = await _open(conn, opening)
-        except psycopg.Error as exc:
-            await self._discard(pool, conn)
-            if _retry.connection_lost(exc):
-                raise NotSent(f"the connection to the primary failed before the transaction started: {exc}") from exc
-            raise
-        if replay is not None:  # the "primary" is a standby: it was demoted, or the primary moved
-            await self._discard(pool, conn)
-            await self._renew_pool(server)
-            raise NotSent(
-                f"the primary ({describe_url(server.url)}) answered as a standby (failover?): its pool was renewed;"
-                " nothing was sent, run the transaction again (run_read/run_write do)"
-            )
-        return conn, server, pool, PRIMARY
-
-    async def _connect(self, server: _AsyncServer, timeout: float, *, probe: bool = False) -> AConn:
-        """A live pooled connection of ``server``; one the server closed while idle is swapped, nothing sent.
-
-        ``probe``: when the pool could open no connection, find out why before raising PoolExhausted.
-        """
-        pool = server.pool
-        for _ in range(min(3, self.options.max_size) + 1):  # the pool replaces each dead one it is given back
+        lost: psycopg.Error | None = None
+        for _ in range(min(3, self.options.max_size) + 1):  # the pool replaces each dead connection it gets back
+            pool = server.pool
+            conn = await self._getconn(server, self.options.acquire_timeout, probe=True)
             try:
-                conn = await pool.getconn(timeout=timeout)
-            except PoolTimeout as exc:
-                if self._refusal is not None:
-                    raise self._refusal from exc
-                raise await self._exhausted(server, timeout, probe) from exc
-            if not _wire.looks_dead(conn.pgconn):
-                return conn
-            await pool.putconn(conn)
-        raise NotSent(f"{server.name} ({describe_url(server.url)}) had closed every pooled connection tried: try again")
+                replay = await _open(conn, opening)
+            except psycopg.Error as exc:
+                await self._discard(pool, conn)
+                if not _retry.connection_lost(exc):
+                    raise
+                lost = exc  # closed while idle (a restart, a terminated backend): nothing of the block ran yet
+                self._metrics.reopened()
+                continue
+            if replay is not None:  # the "primary" is a standby: it was demoted, or the primary moved
+                await self._discard(pool, conn)
+                await self._renew_pool(server)
+                raise NotSent(
+                    f"the primary ({describe_url(server.url)}) answered as a standby (failover?): its pool was"
+                    " renewed; nothing was sent, run the transaction again (run_read/run_write do)"
+                )
+            return conn, server, pool, PRIMARY
+        raise NotSent(f"every pooled connection to the primary tried had been closed (last: {lost}): try again")
+
+    async def _getconn(self, server: _AsyncServer, timeout: float, *, probe: bool = False) -> AConn:
+        """A pooled connection of ``server``; PoolExhausted (``probe``: saying what the server does) if none came."""
+        try:
+            return await server.pool.getconn(timeout=timeout)
+        except PoolTimeout as exc:
+            if self._refusal is not None:
+                raise self._refusal from exc
+            raise await self._exhausted(server, timeout, probe) from exc
 
     async def _exhausted(self, server: _AsyncServer, timeout: float, probe: bool) -> PoolExhausted:
         """PoolExhausted with the pool's numbers and, when it has no connection, what the server is doing."""
@@ -564,9 +561,9 @@ class AsyncClinicDB:
         server = self.replicas[index]
         pool = server.pool
         try:
-            conn = await self._connect(server, self.options.replica_acquire_timeout)
-        except (PoolExhausted, NotSent) as exc:
-            if not isinstance(exc, PoolExhausted) or exc.server_down:
+            conn = await self._getconn(server, self.options.replica_acquire_timeout)
+        except PoolExhausted as exc:
+            if exc.server_down:
                 self._replica_failed(index, exc)
             return None
         try:

@@ -43,6 +43,7 @@ class Metrics:
         self._failovers: dict[str, int] = {}
         self._breaker_trips = 0
         self._commit_unknown = 0
+        self._reopened = 0
         self._slow = 0
 
     def transaction(self, route: str, seconds: float, *, ok: bool, clinic_id: uuid.UUID, kind: str) -> None:
@@ -77,6 +78,11 @@ class Metrics:
         with self._lock:
             self._breaker_trips += 1
 
+    def reopened(self) -> None:
+        """An opening failed on a dead pooled connection and was sent again on another (nothing of the block ran)."""
+        with self._lock:
+            self._reopened += 1
+
     def commit_unknown(self) -> None:
         with self._lock:
             self._commit_unknown += 1
@@ -101,6 +107,7 @@ class Metrics:
                 "failovers_total": sum(self._failovers.values()),
                 "breaker_trips": self._breaker_trips,
                 "commit_outcome_unknown": self._commit_unknown,
+                "reopened": self._reopened,
                 "slow_transactions": self._slow,
                 "slow_threshold_ms": round(self.slow_threshold * 1000, 1),
             }

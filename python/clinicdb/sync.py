@@ -488,40 +488,37 @@ class ClinicDB:
                 return got
             tried.add(index)
         server = self.primary
-        pool, conn = server.pool, self._connect(server, self.options.acquire_timeout, probe=True)
-        try:
-            replay = _open(conn, opening)
-        except psycopg.Error as exc:
-            self._discard(pool, conn)
-            if _retry.connection_lost(exc):
-                raise NotSent(f"the connection to the primary failed before the transaction started: {exc}") from exc
-            raise
-        if replay is not None:  # the "primary" is a standby: it was demoted, or the primary moved
-            self._discard(pool, conn)
-            self._renew_pool(server)
-            raise NotSent(
-                f"the primary ({describe_url(server.url)}) answered as a standby (failover?): its pool was renewed;"
-                " nothing was sent, run the transaction again (run_read/run_write do)"
-            )
-        return conn, server, pool, PRIMARY
-
-    def _connect(self, server: _Server, timeout: float, *, probe: bool = False) -> Conn:
-        """A live pooled connection of ``server``; one the server closed while idle is swapped, nothing sent.
-
-        ``probe``: when the pool could open no connection, find out why before raising PoolExhausted.
-        """
-        pool = server.pool
-        for _ in range(min(3, self.options.max_size) + 1):  # the pool replaces each dead one it is given back
+        lost: psycopg.Error | None = None
+        for _ in range(min(3, self.options.max_size) + 1):  # the pool replaces each dead connection it gets back
+            pool = server.pool
+            conn = self._getconn(server, self.options.acquire_timeout, probe=True)
             try:
-                conn = pool.getconn(timeout=timeout)
-            except PoolTimeout as exc:
-                if self._refusal is not None:
-                    raise self._refusal from exc
-                raise self._exhausted(server, timeout, probe) from exc
-            if not _wire.looks_dead(conn.pgconn):
-                return conn
-            pool.putconn(conn)
-        raise NotSent(f"{server.name} ({describe_url(server.url)}) had closed every pooled connection tried: try again")
+                replay = _open(conn, opening)
+            except psycopg.Error as exc:
+                self._discard(pool, conn)
+                if not _retry.connection_lost(exc):
+                    raise
+                lost = exc  # closed while idle (a restart, a terminated backend): nothing of the block ran yet
+                self._metrics.reopened()
+                continue
+            if replay is not None:  # the "primary" is a standby: it was demoted, or the primary moved
+                self._discard(pool, conn)
+                self._renew_pool(server)
+                raise NotSent(
+                    f"the primary ({describe_url(server.url)}) answered as a standby (failover?): its pool was"
+                    " renewed; nothing was sent, run the transaction again (run_read/run_write do)"
+                )
+            return conn, server, pool, PRIMARY
+        raise NotSent(f"every pooled connection to the primary tried had been closed (last: {lost}): try again")
+
+    def _getconn(self, server: _Server, timeout: float, *, probe: bool = False) -> Conn:
+        """A pooled connection of ``server``; PoolExhausted (``probe``: saying what the server does) if none came."""
+        try:
+            return server.pool.getconn(timeout=timeout)
+        except PoolTimeout as exc:
+            if self._refusal is not None:
+                raise self._refusal from exc
+            raise self._exhausted(server, timeout, probe) from exc
 
     def _exhausted(self, server: _Server, timeout: float, probe: bool) -> PoolExhausted:
         """PoolExhausted with the pool's numbers and, when it has no connection, what the server is doing."""
@@ -557,9 +554,9 @@ class ClinicDB:
         server = self.replicas[index]
         pool = server.pool
         try:
-            conn = self._connect(server, self.options.replica_acquire_timeout)
-        except (PoolExhausted, NotSent) as exc:
-            if not isinstance(exc, PoolExhausted) or exc.server_down:
+            conn = self._getconn(server, self.options.replica_acquire_timeout)
+        except PoolExhausted as exc:
+            if exc.server_down:
                 self._replica_failed(index, exc)
             return None
         try:
