@@ -52,7 +52,7 @@ _INERROR = pq.TransactionStatus.INERROR
 PRIMARY, REPLICA = "primary", "replica"
 _SETTLE = (
     "select exists (select 1 from clinicdb.audit_log where clinic_id = %s and request_id = %s"
-    " and action in ('insert', 'update', 'delete') and logged_at >= %s)"
+    " and action in ('insert', 'update', 'delete')"
 )
 
 
@@ -222,6 +222,7 @@ class ClinicDB:
         self._monitor: threading.Thread | None = None
         self._monitor_conns: dict[str, Conn | None] = {}
         self._primary_host: str | None = None  # host:port that answered the configured primary URL last
+        self._pool_errors: dict[str, int] = {}  # each pool's failed connection attempts when last exhausted
         self._opened = False
         if open:
             self.open()
@@ -443,9 +444,11 @@ class ClinicDB:
         if not isinstance(request_id, str) or not request_id:
             raise ValueError("settle needs the request_id the write was made with (db.write(..., request_id=...))")
         scope = resolve(clinic_id)
-        floor = (since or datetime.datetime.min.replace(tzinfo=datetime.UTC)) - datetime.timedelta(minutes=1)
+        query, params = _SETTLE + ")", [scope.clinic_id, request_id]
+        if since is not None:  # the (clinic_id, logged_at) index then finds the rows
+            query, params = _SETTLE + " and logged_at >= %s)", [*params, since - datetime.timedelta(minutes=1)]
         with _Transaction(self, scope, read=True, primary=True) as cur:
-            cur.execute(_SETTLE, (scope.clinic_id, request_id, floor))
+            cur.execute(query, params)
             row = cur.fetchone()
         return bool(row and row[0])
 
@@ -521,14 +524,17 @@ class ClinicDB:
             raise self._exhausted(server, timeout, probe) from exc
 
     def _exhausted(self, server: _Server, timeout: float, probe: bool) -> PoolExhausted:
-        """PoolExhausted with the pool's numbers and, when it has no connection, what the server is doing."""
+        """PoolExhausted with the pool's numbers and, when it could not connect, what the server is doing."""
         stats = server.pool.get_stats()
         size, most = stats.get("pool_size", 0), stats.get("pool_max", 0)
         idle, waiting = stats.get("pool_available", 0), stats.get("requests_waiting", 0)
-        if size:
+        errors = stats.get("connections_errors", 0)
+        failing = size == 0 or errors > self._pool_errors.get(server.name, 0)  # its tries to connect failed of late
+        self._pool_errors[server.name] = errors
+        if not failing:
             why = "every connection is busy; raise CLINICDB_POOL_MAX_SIZE or keep transactions shorter"
         elif not probe:
-            why = "the pool could open no connection"
+            why = "the pool could not connect"
         else:
             seen = check_server(server.name, server.name, server.url, min(1.0, self.options.health_timeout))
             if not seen["up"]:
@@ -536,7 +542,7 @@ class ClinicDB:
             elif seen["in_recovery"] and server is self.primary:
                 why = "the server is a standby now: failing over"
             else:
-                why = "the server answers now: it was restarting or failing over"
+                why = "the pool's tries to connect failed, the server answers now: it was restarting or failing over"
             promoted = [str(r["name"]) for r in self.router.snapshot() if r["promoted"]]
             if promoted:
                 why += f"; {', '.join(promoted)} answered as a primary: failing over (see db.health())"
@@ -544,7 +550,7 @@ class ClinicDB:
             f"no connection from the {server.name} pool within {timeout:.2f}s: {size} open of max {most},"
             f" {idle} idle, {waiting} other requests waiting; {why}"
         )
-        error.server_down = size == 0
+        error.server_down = failing
         return error
 
     def _open_replica(

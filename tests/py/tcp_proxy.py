@@ -13,7 +13,9 @@ Faults, for the failover tests:
   never saw a byte (a connection that died silently while idle);
 * ``lose_next_reply()``: the client's next flight reaches the server, and the
   connection is cut before the server's reply gets back (a COMMIT that
-  committed, whose answer was lost).
+  committed, whose answer was lost);
+* ``refuse(n)``: the next ``n`` new connections are closed as soon as they
+  are accepted (a server that is down).
 
 Only loopback addresses; threads end when the proxy is closed.
 """
@@ -52,6 +54,8 @@ class CountingProxy:
         self._lock = threading.Lock()
         self._links: list[_Link] = []
         self._lose_next = False
+        self._refuse = 0
+        self.refused = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._closed = False
@@ -71,6 +75,10 @@ class CountingProxy:
         with self._lock:
             self._lose_next = True
 
+    def refuse(self, connections: int) -> None:
+        with self._lock:
+            self._refuse = connections
+
     def close(self) -> None:
         self._closed = True
         self._listener.close()
@@ -85,6 +93,14 @@ class CountingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                refuse = self._refuse > 0
+                if refuse:
+                    self._refuse -= 1
+                    self.refused += 1
+            if refuse:
+                client.close()
+                continue
             server = socket.create_connection(self.target)
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
