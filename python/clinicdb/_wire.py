@@ -3,7 +3,7 @@
 Opening: psycopg would send ``BEGIN`` on its own and wait for it. At checkout
 the driver sends ``BEGIN`` *and* the prepared ``set_config`` select of the
 scope (``_scope.settings_select``: clinic, user, request, the two timeouts,
-extra settings, then the replica's replay position) in one libpq pipeline
+extra settings, then the replay position of a standby, NULL on a primary) in one libpq pipeline
 flight on ``conn.pgconn`` (Bind/Execute twice, one Sync): one round trip, as
 psycopg's own BEGIN costs, and the values are server-side parameters. The
 select is prepared when psycopg_pool opens the connection (``PREPARED``
@@ -47,7 +47,8 @@ COMMIT_READ = CLEAN_SESSION + b"; commit"
 COMMIT_STANDBY_READ = b"close all; commit"  # a hot standby holds no temporary tables
 COMMIT_WITH_TOKEN = CLEAN_SESSION + b"; commit; select pg_current_wal_insert_lsn()::text"
 ROLLBACK = b"rollback; " + CLEAN_SESSION
-REPLAY_LSN = b"select pg_last_wal_replay_lsn()::text"
+REPLAY_COLUMN = ", case when pg_is_in_recovery() then pg_last_wal_replay_lsn()::text end"
+REPLAY_LSN = ("select" + REPLAY_COLUMN[1:]).encode()
 
 # Openings with up to this many extra settings are prepared on every pooled connection; more go unnamed.
 PREPARED = 2
@@ -70,8 +71,12 @@ def begin_command(*, read_only: bool, isolation: str | None) -> bytes:
 
 @lru_cache(maxsize=16)
 def opening_query(extra: int) -> bytes:
-    """The opening select: the scope's settings, the timeouts, then ``pg_last_wal_replay_lsn()`` (NULL on a primary)."""
-    return (settings_select(extra, timeouts=True, dollar=True) + ", pg_last_wal_replay_lsn()::text").encode()
+    """The opening select: the scope's settings, the timeouts, then the replay position (NULL on a primary).
+
+    A promoted server keeps answering ``pg_last_wal_replay_lsn()`` with where
+    its recovery ended, so ``pg_is_in_recovery()`` decides.
+    """
+    return (settings_select(extra, timeouts=True, dollar=True) + REPLAY_COLUMN).encode()
 
 
 def opening_name(extra: int) -> bytes:

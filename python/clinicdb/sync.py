@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import pq
 from psycopg.rows import RowFactory
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from clinicdb import _bulk, _login, _retry, _wire
 from clinicdb._config import Options, resolve_options
@@ -516,11 +516,16 @@ class ClinicDB:
 
     def _getconn(self, server: _Server, timeout: float, *, probe: bool = False) -> Conn:
         """A pooled connection of ``server``; PoolExhausted (``probe``: saying what the server does) if none came."""
+        pool = server.pool
         try:
-            return server.pool.getconn(timeout=timeout)
+            return pool.getconn(timeout=timeout)
+        except PoolClosed as exc:  # renewed while we waited: the server moved
+            raise NotSent(f"the {server.name} pool was renewed (the server moved): nothing was sent") from exc
         except PoolTimeout as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
+            if pool is not server.pool:
+                raise NotSent(f"the {server.name} pool was renewed (the server moved): nothing was sent") from exc
             raise self._exhausted(server, timeout, probe) from exc
 
     def _exhausted(self, server: _Server, timeout: float, probe: bool) -> PoolExhausted:
@@ -531,21 +536,20 @@ class ClinicDB:
         errors = stats.get("connections_errors", 0)
         failing = size == 0 or errors > self._pool_errors.get(server.name, 0)  # its tries to connect failed of late
         self._pool_errors[server.name] = errors
-        if not failing:
-            why = "every connection is busy; raise CLINICDB_POOL_MAX_SIZE or keep transactions shorter"
-        elif not probe:
-            why = "the pool could not connect"
-        else:
+        why = "every connection is busy; raise CLINICDB_POOL_MAX_SIZE or keep transactions shorter"
+        if probe:  # is the server there at all?
             seen = check_server(server.name, server.name, server.url, min(1.0, self.options.health_timeout))
             if not seen["up"]:
-                why = f"the server is down or unreachable ({seen['error']})"
-            elif seen["in_recovery"] and server is self.primary:
-                why = "the server is a standby now: failing over"
-            else:
-                why = "the pool's tries to connect failed, the server answers now: it was restarting or failing over"
+                failing, why = True, f"the server is down or unreachable ({seen['error']})"
+            elif seen["in_recovery"]:
+                failing, why = True, "the server answers as a standby: failing over"
+            elif failing:
+                why = "the pool's tries to connect failed and the server answers now: it was restarting or moving"
             promoted = [str(r["name"]) for r in self.router.snapshot() if r["promoted"]]
             if promoted:
                 why += f"; {', '.join(promoted)} answered as a primary: failing over (see db.health())"
+        elif failing:
+            why = "the pool's tries to connect failed: the server is down or restarting"
         error = PoolExhausted(
             f"no connection from the {server.name} pool within {timeout:.2f}s: {size} open of max {most},"
             f" {idle} idle, {waiting} other requests waiting; {why}"
@@ -564,6 +568,8 @@ class ClinicDB:
         except PoolExhausted as exc:
             if exc.server_down:
                 self._replica_failed(index, exc)
+            return None
+        except NotSent:
             return None
         try:
             replay = _open(conn, opening)
@@ -728,17 +734,20 @@ class ClinicDB:
         primary_ok = isinstance(seen, tuple) and seen[0] is False
         if isinstance(seen, tuple) and primary_ok:
             self.router.observe_primary(parse_lsn(seen[1]))
+            # Back from an outage (the pool may sit in its reconnect back-off), or the URL leads elsewhere now.
             if self._primary_host not in (None, seen[2]) and self.primary.url == self._primary_url:
-                logger.warning("clinicdb: the primary URL now reaches %s (it moved): renewing its pool", seen[2])
+                logger.warning("clinicdb: the primary answers at %s again: renewing its pool", seen[2])
                 self._renew_pool(self.primary)
             self._primary_host = seen[2]
+        else:
+            self._primary_host = ""  # down or a standby: renew the pool when it answers as a primary again
         writable: list[int] = []
         for index, server in enumerate(self.replicas):
             if self._closing.is_set():
                 return
             if not self.router.due_for_check(index):
                 continue
-            found = self._probe(server.name, server.url, "select pg_last_wal_replay_lsn()::text")
+            found = self._probe(server.name, server.url, _wire.REPLAY_LSN.decode())
             if isinstance(found, str):
                 self._replica_failed(index, RuntimeError(found))
                 continue
