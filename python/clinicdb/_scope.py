@@ -6,9 +6,10 @@ checks one); no clinic at all is ``NoClinicScope``. The scope lives in a
 ``ContextVar``, so each thread and each asyncio task sees its own (a task
 inherits the scope of the code that created it).
 
-``scope_sql`` is the only code that writes ``set_config('app.clinic_id', ...)``:
-the driver prepares it for its opening, ``set_scope`` runs it on a psycopg
-connection of your own, and encryption.py and the CLI call it too.
+``settings_select`` is the only code that writes ``set_config('app.clinic_id', ...)``:
+the driver prepares it for its opening, ``scope_sql`` gives it with a scope's
+values, ``set_scope`` runs it on a psycopg connection of your own (encryption.py
+and ``clinicdb keys`` do), and ``scope_script`` inlines it for ``clinicdb psql``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from clinicdb.errors import NoClinicScope
 
@@ -256,6 +258,12 @@ def scope_values(scope: Scope) -> list[str]:
 def scope_sql(scope: Scope, *, local: bool = True) -> tuple[str, list[str]]:
     """The statement and parameters that put ``scope`` in force: ``conn.execute(*scope_sql(scope))``, sync or async."""
     return settings_select(len(scope.settings), local=local), scope_values(scope)
+
+
+def scope_script(scope: Scope, *, local: bool = True) -> str:
+    """``scope_sql`` with its values inlined as quoted literals, for a psql script (psql 15 cannot bind parameters)."""
+    query, params = scope_sql(scope, local=local)
+    return sql.SQL(query.replace("%s", "{}")).format(*map(sql.Literal, params)).as_string(None)
 
 
 def set_scope(
