@@ -93,7 +93,8 @@ class Opening:
     """BEGIN and the set_config select with its parameters: what one transaction sends before the app's statements."""
 
     begin: bytes
-    params: tuple[bytes, ...] = field(repr=False)  # never in repr: extra settings may be keys
+    # A list (psycopg 3.2's C libpq wrapper takes no tuple); never changed, never in repr (extra settings may be keys).
+    params: list[bytes | None] = field(repr=False)
     extra: int  # how many extra settings
     name: bytes | None  # the prepared select, or None to send it unnamed
 
@@ -111,7 +112,7 @@ class Opening:
         named = prepared and extra <= PREPARED
         return cls(
             begin_command(read_only=read, isolation=isolation),
-            tuple(v.encode() for v in values),
+            [v.encode() for v in values],
             extra,
             opening_name(extra) if named else None,
         )
