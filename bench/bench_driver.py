@@ -7,6 +7,10 @@
    no target), the median of ``ROUNDS`` paired rounds with their spread.
 2. Client CPU per transaction, the same two forms: process CPU time over
    ``CPU_TX`` transactions each, in ``ROUNDS`` paired rounds (target <= 1.2).
+   Beside both, the floor of setting the clinic: the driver's own opening
+   and closing flights written out by hand on a bare pool connection (no
+   routing, scope objects, metrics or cursor bookkeeping), so a missed
+   target shows how much is the price of the opening and how much the driver's code.
 3. ``copy_rows`` of 100,000 patients (an RLS-protected, audited table)
    divided by the floor measured by hand on the same pooled connection in
    the same run: COPY into a temporary table, then one INSERT ... SELECT,
@@ -31,7 +35,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from bench.harness import PairedRatio, Ratio, paired, percentile, threaded_throughput
-from clinicdb import ClinicDB
+from clinicdb import ClinicDB, _wire
+from clinicdb import sync as driver_io
+from clinicdb._scope import make_scope
 from clinicdb.devcluster.testing import ServerSet
 
 POINT = "select id, mrn, family_name from patients where id = %s"
@@ -60,9 +66,36 @@ def _seed(servers: ServerSet, db: ClinicDB) -> tuple[uuid.UUID, list[uuid.UUID]]
     return clinic, ids
 
 
-def _forms(
-    db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list[uuid.UUID]
-) -> tuple[Callable[[], Callable[[], object]], Callable[[], Callable[[], object]]]:
+Make = Callable[[], Callable[[], object]]
+
+
+def _floor_form(floor: ConnectionPool[Any], clinic: uuid.UUID, ids: list[uuid.UUID]) -> Make:
+    """The opening and closing flights by hand, nothing else of the driver: the floor of setting the clinic."""
+    opening = _wire.Opening.build(
+        make_scope(clinic, user_id="bench", request_id="r"),
+        read=True,
+        isolation=None,
+        timeouts=(30000, 60000),
+        prepared=True,
+    )
+
+    def make() -> Callable[[], object]:
+        state = {"i": 0}
+
+        def op() -> object:
+            state["i"] += 1
+            with floor.connection() as conn:
+                driver_io._open(conn, opening)
+                row = conn.execute(POINT, (ids[state["i"] % len(ids)],)).fetchone()
+                driver_io._send(conn, _wire.COMMIT_STANDBY_READ)
+                return row
+
+        return op
+
+    return make
+
+
+def _forms(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list[uuid.UUID]) -> tuple[Make, Make]:
     """Factories of one transaction each: (bare pool, db.read), each thread cycling through the ids."""
 
     def bare_op() -> Callable[[], object]:
@@ -88,9 +121,25 @@ def _forms(
     return bare_op, driver_op
 
 
-def _point_select(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list[uuid.UUID]) -> list[Ratio]:
+def _point_select(
+    db: ClinicDB, bare: ConnectionPool[Any], floor: Make, clinic: uuid.UUID, ids: list[uuid.UUID]
+) -> list[Ratio]:
     bare_op, driver_op = _forms(db, bare, clinic, ids)
     ratios: list[Ratio] = []
+    base, cand, per_round = paired(
+        lambda: threaded_throughput(bare_op, threads=1, seconds=SECONDS)[0],
+        lambda: threaded_throughput(floor, threads=1, seconds=SECONDS)[0],
+        rounds=ROUNDS,
+        alternate=True,
+    )
+    floor_ratio = PairedRatio(
+        "floor: opening and closing flights by hand / bare pool transaction, 1 thread",
+        cand,
+        base,
+        unit="tx/s",
+        per_round=per_round,
+    )
+    floor_ratio.notes.append(floor_ratio.spread)
     for threads in (1, 4):
         lat: dict[str, list[float]] = {"bare": [], "driver": []}
 
@@ -114,6 +163,8 @@ def _point_select(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, id
         )
         ratio.notes += [ratio.spread, f"db.read: {_latency(lat['driver'])}; bare: {_latency(lat['bare'])}"]
         ratios.append(ratio)
+        if threads == 1:
+            ratios.append(floor_ratio)
     return ratios
 
 
@@ -121,11 +172,11 @@ def _latency(samples: list[float]) -> str:
     return f"p50 {percentile(samples, 50) * 1000:.2f} ms, p99 {percentile(samples, 99) * 1000:.2f} ms"
 
 
-def _cpu(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list[uuid.UUID]) -> Ratio:
-    """Process CPU seconds per transaction, db.read over bare, ROUNDS paired rounds of CPU_TX transactions each."""
+def _cpu(db: ClinicDB, bare: ConnectionPool[Any], floor: Make, clinic: uuid.UUID, ids: list[uuid.UUID]) -> list[Ratio]:
+    """Process CPU per transaction of db.read and of the floor over bare: ROUNDS rounds of CPU_TX transactions each."""
     bare_op, driver_op = _forms(db, bare, clinic, ids)
 
-    def per_tx(make: Callable[[], Callable[[], object]]) -> float:
+    def per_tx(make: Make) -> float:
         op = make()
         for _ in range(200):  # warm: prepared statements, caches
             op()
@@ -134,24 +185,33 @@ def _cpu(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list[u
             op()
         return (time.process_time() - started) / CPU_TX
 
-    bare_cpu: list[float] = []
-    driver_cpu: list[float] = []
+    cpu: dict[str, list[float]] = {"bare": [], "driver": [], "floor": []}
+    forms = [("bare", bare_op), ("driver", driver_op), ("floor", floor)]
     for i in range(ROUNDS):
-        pair = [(bare_op, bare_cpu), (driver_op, driver_cpu)]
-        for make, into in pair if i % 2 == 0 else reversed(pair):
-            into.append(per_tx(make))
-    per_round = [d / b for b, d in zip(bare_cpu, driver_cpu, strict=True)]
-    ratio = PairedRatio(
-        f"client CPU per transaction, db.read / bare pool ({CPU_TX:,} transactions per round)",
-        statistics.median(driver_cpu) * 1e6,
-        statistics.median(bare_cpu) * 1e6,
-        target=1.2,
-        unit="us CPU/tx",
-        per_round=per_round,
-        lower_is_better=True,
-    )
-    ratio.notes.append(ratio.spread)
-    return ratio
+        for name, make in forms[i % 3 :] + forms[: i % 3]:  # who goes first rotates
+            cpu[name].append(per_tx(make))
+    ratios = []
+    for name, label, target in (
+        ("driver", "db.read / bare pool", 1.2),
+        ("floor", "floor (opening and closing by hand) / bare pool", None),
+    ):
+        ratio = PairedRatio(
+            f"client CPU per transaction, {label} ({CPU_TX:,} transactions per round)",
+            statistics.median(cpu[name]) * 1e6,
+            statistics.median(cpu["bare"]) * 1e6,
+            target=target,
+            unit="us CPU/tx",
+            per_round=[c / b for b, c in zip(cpu["bare"], cpu[name], strict=True)],
+            lower_is_better=True,
+        )
+        ratio.notes.append(ratio.spread)
+        ratios.append(ratio)
+    return ratios
+
+
+def _prepare(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(_wire.prepare_statements())
+    conn.commit()
 
 
 def _rows(prefix: str, n: int) -> list[tuple[str, str, str]]:
@@ -179,7 +239,7 @@ def _bulk(servers: ServerSet) -> list[Ratio]:
     floor_rates: list[float] = []
     copy_rates: list[float] = []
     many_rates: list[float] = []
-    with ClinicDB(servers.app_url, [], min_size=1, max_size=1) as db:
+    with ClinicDB(servers.app_url, [], min_size=1, max_size=1, slow_transaction=0) as db:
         for i in range(ROUNDS):
             rows = _rows(f"R{i}", COPY_ROWS)
 
@@ -224,10 +284,15 @@ def run(servers: ServerSet) -> list[Ratio]:
     load_before = os.getloadavg()
     with ClinicDB(servers.app_url, servers.app_replica_urls, min_size=4, max_size=4) as db:
         clinic, ids = _seed(servers, db)
-        with ConnectionPool(replica_url, min_size=4, max_size=4, open=True) as bare:
+        with (
+            ConnectionPool(replica_url, min_size=4, max_size=4, open=True) as bare,
+            ConnectionPool(replica_url, min_size=4, max_size=4, configure=_prepare, open=True) as floor_pool,
+        ):
             bare.wait()
-            ratios = _point_select(db, bare, clinic, ids)
-            ratios.append(_cpu(db, bare, clinic, ids))
+            floor_pool.wait()
+            floor = _floor_form(floor_pool, clinic, ids)
+            ratios = _point_select(db, bare, floor, clinic, ids)
+            ratios += _cpu(db, bare, floor, clinic, ids)
         served = db.metrics()["routes"]["replica"]["transactions"]
         ratios[0].notes.append(f"db.read transactions served by the replica in this run: {served:,}")
     ratios += _bulk(servers)

@@ -65,14 +65,18 @@ class _Server:
 
 def _flight(pgconn: pq.abc.PGconn, *, pipeline: bool) -> list[pq.abc.PGresult]:
     """Flush what was queued on ``pgconn`` and read until the flight is complete; its results."""
-    while pgconn.flush():
-        _wire.ready(pgconn.socket, write=True)
-        pgconn.consume_input()
     results: list[pq.abc.PGresult] = []
-    while not _wire.take(pgconn, results, pipeline=pipeline):
+    if pgconn.flush():  # rare: more than the socket takes at once; read meanwhile
+        while pgconn.flush():
+            _wire.ready(pgconn.socket, write=True)
+            pgconn.consume_input()
+        if _wire.take(pgconn, results, pipeline=pipeline):
+            return results
+    while True:  # the answer is a round trip away: wait first
         _wire.ready(pgconn.socket)
         pgconn.consume_input()
-    return results
+        if _wire.take(pgconn, results, pipeline=pipeline):
+            return results
 
 
 def _send(conn: Conn, message: bytes) -> list[pq.abc.PGresult]:
@@ -103,6 +107,9 @@ def _open(conn: Conn, opening: _wire.Opening) -> str | None:
 class _Transaction:
     """One scoped transaction: ``with`` opens it and yields the cursor; leaving commits or rolls back."""
 
+    __slots__ = ("conn", "cursor", "db", "isolation", "pool", "primary", "read", "route", "row_factory", "scope",
+                 "server", "started", "token")  # fmt: skip
+
     def __init__(
         self,
         db: ClinicDB,
@@ -122,9 +129,8 @@ class _Transaction:
         if db.keyring is not None:
             self.scope = db._with_keyring(self.scope, db.keyring)
         self.started = time.perf_counter()
-        self.conn, self.server, self.pool, self.route = db._checkout(
-            db._opening(self.scope, self.read, self.isolation), self.token, read=self.read, primary=self.primary
-        )
+        opening = db._opening_for(self.scope, self.read, self.isolation)
+        self.conn, self.server, self.pool, self.route = db._checkout(opening, self.token, self.read, self.primary)
         self.cursor = self.conn.cursor(row_factory=self.row_factory) if self.row_factory else self.conn.cursor()
         return self.cursor
 
@@ -214,7 +220,7 @@ class ClinicDB:
         self._metrics = Metrics(opts.slow_transaction)
         self._token: ContextVar[CausalToken | None] = ContextVar(f"clinicdb_token_{id(self)}", default=None)
         self._timeouts = (opts.statement_timeout_ms, opts.idle_in_transaction_timeout_ms)
-        self._build_opening = functools.lru_cache(maxsize=4096)(self._build)
+        self._cached_opening = functools.lru_cache(maxsize=4096)(self._build)
         self._health: dict[str, Any] | None = None
         self._health_at = 0.0
         self._health_lock = threading.Lock()
@@ -326,9 +332,8 @@ class ClinicDB:
         retried: use ``run_read`` for that.
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        return _Transaction(
-            self, scope, read=True, token=self._read_token(after), isolation=isolation, row_factory=row_factory
-        )
+        token = self._token.get() if after is None and self.options.read_your_writes else self._read_token(after)
+        return _Transaction(self, scope, read=True, token=token, isolation=isolation, row_factory=row_factory)
 
     def write(
         self,
@@ -466,22 +471,22 @@ class ClinicDB:
         prepared = self.options.prepare_threshold is not None
         return _wire.Opening.build(scope, read=read, isolation=isolation, timeouts=self._timeouts, prepared=prepared)
 
-    def _opening(self, scope: Scope, read: bool, isolation: str | None) -> _wire.Opening:
+    def _opening_for(self, scope: Scope, read: bool, isolation: str | None) -> _wire.Opening:
         # Extra settings may hold keys: such openings are built per transaction and never cached.
-        return self._build(scope, read, isolation) if scope.settings else self._build_opening(scope, read, isolation)
+        return self._build(scope, read, isolation) if scope.settings else self._cached_opening(scope, read, isolation)
 
     def _checkout(
-        self, opening: _wire.Opening, token: CausalToken | None, *, read: bool, primary: bool
+        self, opening: _wire.Opening, token: CausalToken | None, read: bool, primary: bool
     ) -> tuple[Conn, _Server, ConnectionPool[Conn], str]:
         """A connection with the transaction open: a fit replica for a read when there is one, else the primary."""
-        tried: set[int] = set()
+        tried: frozenset[int] = frozenset()
         waited = False
         while read and not primary:
-            route = self.router.pick(token, exclude=frozenset(tried))
+            route = self.router.pick(token, exclude=tried)
             index, wait_for = route.replica, None
             if index is None and route.reason == CAUSAL and token and self.options.causal_wait > 0 and not waited:
                 waited, wait_for = True, token
-                index = self.router.waitable(token, exclude=frozenset(tried))
+                index = self.router.waitable(token, exclude=tried)
             if index is None:
                 if route.reason != NO_REPLICAS and route.reason is not None:
                     self._metrics.failover(route.reason)
@@ -489,7 +494,7 @@ class ClinicDB:
             got = self._open_replica(index, opening, wait_for)
             if got is not None:
                 return got
-            tried.add(index)
+            tried |= {index}
         server = self.primary
         lost: psycopg.Error | None = None
         for _ in range(min(3, self.options.max_size) + 1):  # the pool replaces each dead connection it gets back

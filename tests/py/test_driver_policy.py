@@ -177,15 +177,15 @@ def test_resolve_validates_every_call_and_never_caches_extra_settings() -> None:
     assert resolve(clinic, user_id="u") is resolve(clinic, user_id="u")
     assert resolve(str(clinic), user_id="u") == resolve(clinic, user_id="u")
     db = ClinicDB("postgresql://nobody@127.0.0.1:1/none", open=False)
-    db._opening(resolve(clinic), True, None)
+    db._opening_for(resolve(clinic), True, None)
     scopes = _plain_scope.cache_info().currsize
-    openings = db._build_opening.cache_info().currsize
+    openings = db._cached_opening.cache_info().currsize
     keyed = resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
     assert keyed is not resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
-    opening = db._opening(keyed, True, None)
+    opening = db._opening_for(keyed, True, None)
     assert b"topsecret" in opening.params and "topsecret" not in repr(opening)
     assert _plain_scope.cache_info().currsize == scopes
-    assert db._build_opening.cache_info().currsize == openings
+    assert db._cached_opening.cache_info().currsize == openings
 
 
 def test_every_driver_setting_is_documented_with_its_default() -> None:
