@@ -509,9 +509,9 @@ class AsyncClinicDB:
             conn = await self._getconn(server, self.options.acquire_timeout, probe=True)
             try:
                 replay = await _open(conn, opening)
-            except psycopg.Error as exc:
-                await self._discard(pool, conn)
-                if not _retry.connection_lost(exc):
+            except BaseException as exc:
+                await self._discard(pool, conn, midway=not isinstance(exc, psycopg.Error))
+                if not isinstance(exc, psycopg.Error) or not _retry.connection_lost(exc):
                     raise
                 lost = exc  # closed while idle (a restart, a terminated backend): nothing of the block ran yet
                 self._metrics.reopened()
@@ -585,9 +585,9 @@ class AsyncClinicDB:
             return None
         try:
             replay = await _open(conn, opening)
-        except psycopg.Error as exc:
-            await self._discard(pool, conn)
-            if _retry.connection_lost(exc):
+        except BaseException as exc:
+            await self._discard(pool, conn, midway=not isinstance(exc, psycopg.Error))
+            if isinstance(exc, psycopg.Error) and _retry.connection_lost(exc):
                 self._replica_failed(index, exc)
                 return None
             raise
@@ -612,9 +612,14 @@ class AsyncClinicDB:
             replay = found or replay
         return True
 
-    async def _discard(self, pool: AsyncConnectionPool[AConn], conn: AConn) -> None:
-        """Back to the pool with nothing of the transaction left: rolled back, or closed when that fails."""
-        if not conn.broken and not conn.closed:
+    async def _discard(self, pool: AsyncConnectionPool[AConn], conn: AConn, *, midway: bool = False) -> None:
+        """Back to the pool with nothing of the transaction left: rolled back, or closed when that fails.
+
+        ``midway``: interrupted inside a flight (cancelled, KeyboardInterrupt): the protocol state is unknown, close.
+        """
+        if midway:
+            await conn.close()
+        elif not conn.broken and not conn.closed:
             try:
                 await _send(conn, b"rollback")
             except psycopg.Error:

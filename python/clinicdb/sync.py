@@ -502,9 +502,9 @@ class ClinicDB:
             conn = self._getconn(server, self.options.acquire_timeout, probe=True)
             try:
                 replay = _open(conn, opening)
-            except psycopg.Error as exc:
-                self._discard(pool, conn)
-                if not _retry.connection_lost(exc):
+            except BaseException as exc:
+                self._discard(pool, conn, midway=not isinstance(exc, psycopg.Error))
+                if not isinstance(exc, psycopg.Error) or not _retry.connection_lost(exc):
                     raise
                 lost = exc  # closed while idle (a restart, a terminated backend): nothing of the block ran yet
                 self._metrics.reopened()
@@ -578,9 +578,9 @@ class ClinicDB:
             return None
         try:
             replay = _open(conn, opening)
-        except psycopg.Error as exc:
-            self._discard(pool, conn)
-            if _retry.connection_lost(exc):
+        except BaseException as exc:
+            self._discard(pool, conn, midway=not isinstance(exc, psycopg.Error))
+            if isinstance(exc, psycopg.Error) and _retry.connection_lost(exc):
                 self._replica_failed(index, exc)
                 return None
             raise
@@ -605,9 +605,14 @@ class ClinicDB:
             replay = found or replay
         return True
 
-    def _discard(self, pool: ConnectionPool[Conn], conn: Conn) -> None:
-        """Back to the pool with nothing of the transaction left: rolled back, or closed when that fails."""
-        if not conn.broken and not conn.closed:
+    def _discard(self, pool: ConnectionPool[Conn], conn: Conn, *, midway: bool = False) -> None:
+        """Back to the pool with nothing of the transaction left: rolled back, or closed when that fails.
+
+        ``midway``: interrupted inside a flight (cancelled, KeyboardInterrupt): the protocol state is unknown, close.
+        """
+        if midway:
+            conn.close()
+        elif not conn.broken and not conn.closed:
             try:
                 _send(conn, b"rollback")
             except psycopg.Error:
