@@ -46,16 +46,16 @@ class Metrics:
         self._reopened = 0
         self._slow = 0
 
-    def transaction(self, route: str, seconds: float, *, ok: bool, clinic_id: uuid.UUID, kind: str) -> None:
+    def transaction(self, route: str, seconds: float, ok: bool, clinic_id: uuid.UUID, kind: str) -> None:
+        """One transaction ended (the hot path: one lock, no allocation but the deque slot)."""
         with self._lock:
             self._count[route] += 1
+            self._durations[route].append(seconds)
             if not ok:
                 self._errors[route] += 1
-            self._durations[route].append(seconds)
-            slow = seconds >= self.slow_threshold > 0
-            if slow:
+        if seconds >= self.slow_threshold > 0:
+            with self._lock:
                 self._slow += 1
-        if slow:
             duration_ms = round(seconds * 1000, 1)
             logger.warning(
                 "clinicdb slow transaction: kind=%s route=%s clinic_id=%s duration_ms=%.1f",

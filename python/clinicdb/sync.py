@@ -152,13 +152,8 @@ class _Transaction:
                         _send(conn, _wire.ROLLBACK)
         finally:
             self.pool.putconn(conn)
-            db._metrics.transaction(
-                self.route,
-                time.perf_counter() - self.started,
-                ok=ok,
-                clinic_id=self.scope.clinic_id,
-                kind="read" if self.read else "write",
-            )
+            what = "read" if self.read else "write"
+            db._metrics.transaction(self.route, time.perf_counter() - self.started, ok, self.scope.clinic_id, what)
 
 
 class ClinicDB:
