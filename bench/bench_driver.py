@@ -239,7 +239,7 @@ def _bulk(servers: ServerSet) -> list[Ratio]:
     floor_rates: list[float] = []
     copy_rates: list[float] = []
     many_rates: list[float] = []
-    with ClinicDB(servers.app_url, [], min_size=1, max_size=1, slow_transaction=0) as db:
+    with ClinicDB(servers.app_url, [], min_size=1, max_size=1, slow_transaction=0, statement_timeout_ms=0) as db:
         for i in range(ROUNDS):
             rows = _rows(f"R{i}", COPY_ROWS)
 

@@ -129,6 +129,15 @@ def proxied(request: pytest.FixtureRequest, servers: ServerSet) -> Iterator[tupl
         proxy.close()
 
 
+def _warmed(proxied: tuple[CountingProxy, Any], clinic_pair: Any) -> tuple[CountingProxy, Any, uuid.UUID, uuid.UUID]:
+    """The proxy, the driver with its one pooled connection opened through the proxy, and the two clinics."""
+    proxy, db = proxied
+    a, b = clinic_pair
+    with db.write(a) as cur:
+        cur.execute("select 1")
+    return proxy, db, a, b
+
+
 def _insert(cur: Any, mrn: str) -> None:
     cur.execute("insert into patients (mrn, given_name, family_name) values (%s, 'Fail', 'Over')", (mrn,))
 
@@ -142,10 +151,7 @@ def test_a_pooled_connection_that_died_silently_is_swapped_before_the_block_runs
     proxied: tuple[CountingProxy, Any], clinic_pair: Any
 ) -> None:
     """The opening finds the dead connection, and the block runs on another one: no error, no retry of the block."""
-    proxy, db = proxied
-    a, _b = clinic_pair
-    with db.write(a) as cur:
-        cur.execute("select 1")
+    proxy, db, a, _b = _warmed(proxied, clinic_pair)
     proxy.sever_idle()
     mrn = f"SWAP-{uuid.uuid4().hex[:8]}"
     with db.write(a) as cur:
@@ -159,10 +165,7 @@ def test_a_write_refused_before_any_byte_was_sent_is_retried_once_by_run_write(
     proxied: tuple[CountingProxy, Any], clinic_pair: Any
 ) -> None:
     """With the server refusing connections, run_write's first attempt gets none; the retry lands the write once."""
-    proxy, db = proxied
-    a, _b = clinic_pair
-    with db.write(a) as cur:
-        cur.execute("select 1")
+    proxy, db, a, _b = _warmed(proxied, clinic_pair)
     proxy.refuse(1)  # the pool's reconnect is refused; its next try (about 1 s later) is let through
     proxy.sever_idle()
     calls: list[int] = []
@@ -184,8 +187,7 @@ def test_settle_says_whether_a_write_with_an_unknown_commit_outcome_landed(
     proxied: tuple[CountingProxy, Any], clinic_pair: Any
 ) -> None:
     """After CommitOutcomeUnknown settle() says yes when the COMMIT landed, no when it never reached the server."""
-    proxy, db = proxied
-    a, b = clinic_pair
+    proxy, db, a, b = _warmed(proxied, clinic_pair)
     landed, lost = f"settle-{uuid.uuid4()}", f"settle-{uuid.uuid4()}"
     with pytest.raises(CommitOutcomeUnknown) as yes, db.write(a, request_id=landed) as cur:
         _insert(cur, landed[:40])
