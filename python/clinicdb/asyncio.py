@@ -526,7 +526,9 @@ class AsyncClinicDB:
         pool = server.pool
         try:
             return await pool.getconn(timeout=timeout)
-        except PoolClosed as exc:  # renewed while we waited: the server moved
+        except PoolClosed as exc:  # renewed while we waited (the server moved), unless the driver was closed
+            if not self._opened:
+                raise
             raise NotSent(f"the {server.name} pool was renewed (the server moved): nothing was sent") from exc
         except PoolTimeout as exc:
             if self._refusal is not None:
