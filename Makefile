@@ -4,6 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CLINICDB := $(BIN)/clinicdb
 
+# Another installed PostgreSQL for every server the tests start: make test PG_BINDIR=/usr/lib/postgresql/17/bin
+ifdef PG_BINDIR
+export CLINICDB_PG_BINDIR := $(PG_BINDIR)
+export PATH := $(PG_BINDIR):$(PATH)
+endif
+
 .PHONY: default demo test test-pgtap test-py test-psycopg-matrix test-fresh-clone lint lock-migrations generate bench system-deps venv down clean
 
 default: test lint

@@ -12,7 +12,7 @@ import click
 import psycopg
 
 from clinicdb.devcluster import ClusterError, PostgresNotFound
-from clinicdb.schema import MigrationError
+from clinicdb.schema import MigrationError, conninfo_of
 from clinicdb.settings import env
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,10 +67,15 @@ def admin_url_option(func: F) -> F:
 
 
 def resolve_admin_url(database_url: str | None) -> str:
+    """The admin URL to act on, checked: one line says what is wrong with it (another database's scheme, a
+    malformed connection string) before anything connects."""
     url = database_url or env("CLINICDB_ADMIN_URL") or env("CLINICDB_DATABASE_URL")
     if not url:
         raise click.ClickException('no database given: pass --database-url, or run eval "$(clinicdb dev env)" first')
-    return url
+    try:
+        return conninfo_of(url)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def output_options(func: F) -> F:

@@ -38,6 +38,16 @@ def check(database_url: str | None, schemas: tuple[str, ...], as_json: bool) -> 
         clinicdb check && echo "isolation holds"
     """
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
+        if schemas:
+            known = {
+                r[0]
+                for r in conn.execute("select nspname from pg_namespace where nspname = any (%s)", (list(schemas),))
+            }
+            missing = [s for s in schemas if s not in known]
+            if missing:
+                raise click.ClickException(
+                    f"no schema named {', '.join(missing)} in this database: nothing to check (psql lists them: \\dn)"
+                )
         rows = conn.execute(
             "select table_name, finding from clinicdb.check_isolation(%s)", (list(schemas) or None,)
         ).fetchall()

@@ -48,7 +48,10 @@ def seed(admin_url: str, db: ClinicDB) -> str:
     """
     with psycopg.connect(admin_url) as conn:
         for clinic_id, name in DEMO_CLINICS.items():
-            conn.execute("select clinicdb.create_clinic(%s, %s)", (name, clinic_id))
+            # The demo runs again on the same servers: its clinics may exist already.
+            exists = conn.execute("select 1 from clinicdb.clinics where id = %s", (clinic_id,)).fetchone()
+            if not exists:
+                conn.execute("select clinicdb.create_clinic(%s, %s)", (name, clinic_id))
     key = demo_master_key(admin_url, DEMO_CLINICS)
     for clinic_id, name in DEMO_CLINICS.items():
         with db.write(clinic_id, user_id="demo-seed", settings=master_key_settings(key)) as cur:

@@ -58,6 +58,9 @@ def revoke(role: str, clinic_id: uuid.UUID | None, database_url: str | None) -> 
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
         row = conn.execute("select clinicdb.revoke_staff(%s, %s)", (role, clinic_id)).fetchone()
     removed = row[0] if row else 0
+    if not removed:
+        where = f" to clinic {clinic_id}" if clinic_id else ""
+        raise click.ClickException(f"{role} has no staff mapping{where}: nothing removed (see clinicdb staff list)")
     click.echo(f"removed {removed} mapping(s) of {role}")
 
 

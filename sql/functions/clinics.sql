@@ -13,8 +13,20 @@ begin
     if p_name is null or length(btrim(p_name)) = 0 then
         raise exception 'a clinic needs a name' using errcode = 'invalid_parameter_value';
     end if;
-    insert into clinicdb.clinics (id, name, timezone) values (v_id, btrim(p_name), p_timezone)
-    on conflict (id) do nothing;
+    -- A time zone PostgreSQL does not know would break every local-time
+    -- computation for the clinic later, far from here.
+    if p_timezone is null or not exists (select 1 from pg_timezone_names where name = p_timezone) then
+        raise exception 'unknown time zone %', coalesce(p_timezone, 'NULL')
+            using errcode = 'invalid_parameter_value',
+                  hint = 'use a name from pg_timezone_names, e.g. Europe/Berlin or America/New_York';
+    end if;
+    -- An existing id is an operator's mistake (two clinics meant as one, or a
+    -- copy-paste): say so instead of quietly returning the other clinic.
+    if exists (select 1 from clinicdb.clinics where id = v_id) then
+        raise exception 'clinic % exists already (%)', v_id, (select name from clinicdb.clinics where id = v_id)
+            using errcode = 'unique_violation', hint = 'list clinics with: clinicdb clinic list';
+    end if;
+    insert into clinicdb.clinics (id, name, timezone) values (v_id, btrim(p_name), p_timezone);
     return v_id;
 end
 $$;

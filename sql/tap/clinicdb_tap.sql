@@ -114,6 +114,31 @@ begin
     return v_plan;
 end $$;
 
+-- Every node of a query's plan (EXPLAIN (FORMAT JSON, COSTS OFF)), one row
+-- each: its type, relation, index, index condition and how it hangs off its
+-- parent ('InitPlan', 'Outer', ...). For assertions on a plan's shape that
+-- hold on every PostgreSQL version: EXPLAIN's text changes between them
+-- (17 writes "(InitPlan 1).col1" where 16 wrote "$0").
+create or replace function clinicdb_tap.plan_nodes(p_sql text)
+returns table (node_type text, relation text, index_name text, index_cond text, parent_relationship text)
+language plpgsql as $$
+declare
+    v_plan jsonb;
+begin
+    execute 'explain (format json, costs off) ' || p_sql into v_plan;
+    return query
+    with recursive nodes(node) as (
+        select v_plan -> 0 -> 'Plan'
+        union all
+        select child from nodes, jsonb_array_elements(coalesce(nodes.node -> 'Plans', '[]'::jsonb)) as child
+    )
+    select n.node ->> 'Node Type', n.node ->> 'Relation Name', n.node ->> 'Index Name', n.node ->> 'Index Cond',
+           n.node ->> 'Parent Relationship'
+      from nodes n;
+end $$;
+comment on function clinicdb_tap.plan_nodes(text) is
+    'clinicdb_tap: the nodes of a query''s plan (type, relation, index, index condition), whatever the server version.';
+
 -- Rows of p_table visible to the current persona, and how many of them
 -- belong to p_clinic. Dynamic so one helper serves every table.
 create or replace function clinicdb_tap.visible_rows(p_table regclass, p_clinic uuid, out total bigint, out own bigint)

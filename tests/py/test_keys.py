@@ -13,12 +13,10 @@ import pytest
 from click.testing import CliRunner
 from clinicdb_cli.keys import demo_encryption, demo_master_key
 from clinicdb_cli.main import cli
-from psycopg import sql
 
 from clinicdb import encryption, schema
 from clinicdb._url import replace_url
-from clinicdb.devcluster.bootstrap import ensure_logins
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 from clinicdb.keys import (
     MasterKeyError,
     generate_master_key,
@@ -245,15 +243,8 @@ def test_demo_encryption_shows_ciphertext_then_plaintext(
 @pytest.fixture
 def own_database(servers: ServerSet) -> Iterator[str]:
     """A freshly migrated database of its own (for a master key change that must not touch the shared one)."""
-    name = f"keys_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = replace_url(servers.admin_url, database=name)
-    schema.apply(url, reference=True)
-    ensure_logins(url)
-    yield url
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with scratch_database(servers.admin_url, "keys", reference=True, logins=True) as url:
+        yield url
 
 
 def test_master_key_rotation_rewraps_without_touching_rows(own_database: str, tmp_path: Path) -> None:

@@ -11,10 +11,9 @@ import pytest
 from clinicdb_cli.keys import demo_encryption
 from psycopg import sql
 
-from clinicdb import encryption, schema
+from clinicdb import encryption
 from clinicdb._url import replace_url
-from clinicdb.devcluster.bootstrap import ensure_logins
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 from clinicdb.keys import generate_master_key, set_master_key
 
 SSN = "219-09-9999"
@@ -25,17 +24,11 @@ def logged_database(servers: ServerSet) -> Iterator[tuple[str, Path]]:
     """A migrated database of its own whose sessions log every statement (log_statement = 'all')."""
     if servers.cluster is None:
         pytest.skip("needs the server log of a local test server (not available with CLINICDB_TEST_DATABASE_URL)")
-    name = f"logged_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = replace_url(servers.admin_url, database=name)
-    schema.apply(url, reference=True)
-    ensure_logins(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("alter database {} set log_statement = 'all'").format(sql.Identifier(name)))
-    yield url, servers.cluster.log_file("primary")
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with scratch_database(servers.admin_url, "logged", reference=True, logins=True) as url:
+        name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("alter database {} set log_statement = 'all'").format(sql.Identifier(str(name))))
+        yield url, servers.cluster.log_file("primary")
 
 
 def _log_since(log: Path, offset: int) -> str:

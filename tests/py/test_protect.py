@@ -12,10 +12,8 @@ from click.testing import CliRunner
 from clinicdb_cli.main import cli
 from psycopg import sql
 
-from clinicdb import schema
 from clinicdb._url import replace_url
-from clinicdb.devcluster.bootstrap import ensure_logins
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 
 @dataclass
@@ -29,19 +27,12 @@ class OwnDatabase:
 
 @pytest.fixture(scope="module")
 def own_db(servers: ServerSet) -> Iterator[OwnDatabase]:
-    name = f"own_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = replace_url(servers.admin_url, database=name)
-    schema.apply(url)
-    ensure_logins(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        a = conn.execute("select clinicdb.create_clinic('Own A')").fetchone()
-        b = conn.execute("select clinicdb.create_clinic('Own B')").fetchone()
-    assert a and b
-    yield OwnDatabase(url, a[0], b[0])
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with scratch_database(servers.admin_url, "own", migrate=True, logins=True) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            a = conn.execute("select clinicdb.create_clinic('Own A')").fetchone()
+            b = conn.execute("select clinicdb.create_clinic('Own B')").fetchone()
+        assert a and b
+        yield OwnDatabase(url, a[0], b[0])
 
 
 @pytest.fixture

@@ -13,22 +13,14 @@ from psycopg import sql
 
 from clinicdb import schema
 from clinicdb._url import replace_url
-from clinicdb.devcluster.bootstrap import ensure_logins
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 
 @pytest.fixture
 def db(servers: ServerSet) -> Iterator[str]:
     """A new database migrated with the reference schema, with the dev logins."""
-    name = f"guard_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = replace_url(servers.admin_url, database=name)
-    schema.apply(url, reference=True)
-    ensure_logins(url)
-    yield url
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with scratch_database(servers.admin_url, "guard", reference=True, logins=True) as url:
+        yield url
 
 
 def _rollback(url: str, *args: str) -> tuple[int, str]:
@@ -102,7 +94,7 @@ def test_destroy_data_proceeds_and_keeps_the_audit_trail(db: str) -> None:
     into the clinicdb_migrations schema, row for row."""
     _seed(db)
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("select clinicdb.seal_audit()")
+        conn.execute("select clinicdb.seal_audit(10000, 1, interval '0')")  # every row now, whatever the thresholds
     with psycopg.connect(db) as conn:
         ids = [r[0] for r in conn.execute("select id from clinicdb.audit_log order by id").fetchall()]
     code, output = _rollback(db, "--all", "--destroy-data")
@@ -171,7 +163,7 @@ def test_a_rollback_behind_an_open_transaction_fails_clearly_instead_of_stalling
     monkeypatch.setenv("CLINICDB_MIGRATION_LOCK_TIMEOUT_MS", "300")
     with psycopg.connect(db) as reader:
         reader.execute("select count(*) from public.staff").fetchone()  # holds a lock until it ends
-        code, output = _rollback(db, "--count", "1")
+        code, output = _rollback(db, "--all")
         reader.rollback()
     assert code == 1 and output.count("\n") == 1 and "lock timeout" in output, output
     assert all(s.applied for s in schema.status(db) if s.layer in (schema.CORE, schema.REFERENCE))

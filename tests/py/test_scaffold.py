@@ -15,12 +15,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from clinicdb_cli.main import cli
-from psycopg import sql
 
 from clinicdb import _pg_names, encryption, scaffold, schema
 from clinicdb._url import replace_url
 from clinicdb.devcluster.bootstrap import APP_LOGIN, ensure_logins
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 from clinicdb.keys import generate_master_key, set_master_key
 
 
@@ -35,23 +34,10 @@ def _ok(*args: str) -> str:
     return output
 
 
-@contextlib.contextmanager
-def _database(servers: ServerSet, prefix: str) -> Iterator[str]:
-    """A new, empty database on the test server, dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    try:
-        yield replace_url(servers.admin_url, database=name)
-    finally:
-        with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
-
-
 @pytest.fixture
 def empty_db(servers: ServerSet) -> Iterator[str]:
     """A new, empty database on the test server."""
-    with _database(servers, "scaffold") as url:
+    with scratch_database(servers.admin_url, "scaffold") as url:
         yield url
 
 
@@ -80,7 +66,7 @@ class Project:
 def project(servers: ServerSet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     """Two tables written by `clinicdb new table` into a new folder, migrated into a new database (see Project)."""
     folder = tmp_path_factory.mktemp("project") / "migrations"
-    with _database(servers, "scaffolded") as url:
+    with scratch_database(servers.admin_url, "scaffolded") as url:
         _ok(
             "new",
             "table",
@@ -315,7 +301,7 @@ def test_a_table_or_name_already_in_the_folder_is_refused(tmp_path: Path) -> Non
 
 def test_every_word_the_server_reserves_is_refused_and_column_keywords_are_quoted(admin: psycopg.Connection) -> None:
     """The scaffold's keyword lists cover the running server's: reserved words are refused as names, column-name
-    keywords are double-quoted in the SQL, other words stay bare."""
+    keywords are double-quoted in the SQL, other words stay bare unless a later version reserves them."""
     words = admin.execute("select word, catcode from pg_get_keywords()").fetchall()
     for word, category in words:
         if category in ("R", "T"):
@@ -323,8 +309,10 @@ def test_every_word_the_server_reserves_is_refused_and_column_keywords_are_quote
                 scaffold.table_spec(word)
         elif category == "C":
             assert _pg_names.quote_ident(word) == f'"{word}"'
-        else:
-            assert _pg_names.quote_ident(word) == word
+        elif _pg_names.quote_ident(word) != word:
+            # The lists cover PostgreSQL 15-18: a word only a later version made a column-name keyword
+            # (json on 16) is quoted on every version, which is always valid.
+            assert word in _pg_names.COLUMN_KEYWORDS, word
 
 
 def test_every_type_spelling_the_scaffold_accepts_is_a_postgresql_type(admin: psycopg.Connection) -> None:

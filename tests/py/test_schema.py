@@ -20,40 +20,25 @@ import catalog
 from clinicdb import encryption, migration_lock, schema
 from clinicdb._url import replace_url
 from clinicdb.devcluster.bootstrap import ensure_logins
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 from clinicdb.keys import generate_master_key, set_master_key
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_ORDER = ["0001.roles", "0002.tenancy-core", "0003.reference-schema", "0004.audit", "0005.encryption"]
 
 
-def _new_database(servers: ServerSet, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return replace_url(servers.admin_url, database=name)
-
-
-def _drop_database(servers: ServerSet, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(str(name))))
-
-
 @pytest.fixture
 def empty_db(servers: ServerSet) -> Iterator[str]:
     """A new, empty database on the test server."""
-    url = _new_database(servers, "migrate")
-    yield url
-    _drop_database(servers, url)
+    with scratch_database(servers.admin_url, "migrate") as url:
+        yield url
 
 
 @pytest.fixture
 def other_db(servers: ServerSet) -> Iterator[str]:
     """A second empty database, to compare with the first."""
-    url = _new_database(servers, "compare")
-    yield url
-    _drop_database(servers, url)
+    with scratch_database(servers.admin_url, "compare") as url:
+        yield url
 
 
 def _relations_outside_layer(url: str) -> set[str]:
@@ -184,13 +169,10 @@ def test_every_order_yoyo_allows_migrates_to_the_same_catalog(servers: ServerSet
         found = schema._read([schema.set_folder(schema.CORE), schema.set_folder(schema.REFERENCE)])
     snapshots = []
     for order in _orders(list(found)):
-        url = _new_database(servers, "order")
-        try:
+        with scratch_database(servers.admin_url, "order") as url:
             with schema._backend(url) as backend, schema._quiet():
                 backend.apply_migrations(found.__class__(order))
             snapshots.append(([m.id for m in order], catalog.snapshot(url)))
-        finally:
-            _drop_database(servers, url)
     assert snapshots
     first_order, first = snapshots[0]
     for order, snap in snapshots[1:]:

@@ -7,17 +7,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from clinicdb._url import replace_url
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,11 +65,7 @@ def test_the_wheel_carries_the_migrations_and_their_lock(installed: Path) -> Non
 def test_the_installed_wheel_migrates_checks_and_lists_a_database(installed: Path, servers: ServerSet) -> None:
     """Outside the repository, `clinicdb migrate`, `check` and `migrations` from the installed wheel work on a
     new database: the core layer lands, nothing appears in public, and every migration shows as applied."""
-    name = f"wheel_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = replace_url(servers.admin_url, database=name)
-    try:
+    with scratch_database(servers.admin_url, "wheel") as url:
         migrated = _clinicdb(installed, "migrate", "--database-url", url)
         assert migrated.returncode == 0, migrated.stderr
         assert migrated.stdout.startswith("applied: 0001.roles")
@@ -88,6 +81,3 @@ def test_the_installed_wheel_migrates_checks_and_lists_a_database(installed: Pat
         assert public == (0,)
         where = _clinicdb(installed, "--version")
         assert where.returncode == 0 and "clinicdb, version" in where.stdout
-    finally:
-        with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))

@@ -79,6 +79,25 @@ def _docker_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def scratch_database(
+    server_url: str, prefix: str, *, migrate: bool = False, reference: bool = False, logins: bool = False
+) -> Iterator[str]:
+    """A new database on the server of ``server_url`` (a superuser URL), dropped on exit: empty, or migrated
+    (core, plus the reference schema with ``reference``), with the dev logins when ``logins``."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = _fresh_database(server_url, name)
+    try:
+        if migrate or reference:
+            schema.apply(url, reference=reference)
+        if logins:
+            ensure_logins(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
 def throwaway_servers(*, replicas: int = 1, database: str = "clinicdb") -> Iterator[ServerSet]:
     """A migrated database on servers that exist only inside the ``with`` block."""
     existing = env("CLINICDB_TEST_DATABASE_URL")
@@ -123,4 +142,4 @@ def throwaway_servers(*, replicas: int = 1, database: str = "clinicdb") -> Itera
         shutil.rmtree(root, ignore_errors=True)
 
 
-__all__ = ["DEV_LOGINS", "TEST_SETTINGS", "ServerSet", "throwaway_servers"]
+__all__ = ["DEV_LOGINS", "TEST_SETTINGS", "ServerSet", "scratch_database", "throwaway_servers"]

@@ -2,7 +2,7 @@
 -- reference columns, security_invoker views, no widening of isolation, no key
 -- material reachable by the app, parameters never logged.
 begin;
-select plan(14);
+select plan(15);
 
 select has_extension('pgcrypto', 'pgcrypto is installed');
 select set_eq(
@@ -15,10 +15,18 @@ select ok((select 'security_invoker=true' = any (reloptions) from pg_class where
     'medical_records_decrypted is a security_invoker view');
 select clinicdb_tap.is_tenant_isolated('public.patients', 'patients stays tenant-isolated with its decrypting view');
 select clinicdb_tap.is_tenant_isolated('public.medical_records', 'medical_records stays tenant-isolated with its decrypting view');
-select is((select count(*)::int from pg_constraint
-            where conname in ('patients_ssn_plaintext_never_stored', 'patients_phone_plaintext_never_stored',
-                              'medical_records_notes_plaintext_never_stored') and contype = 'c'),
-    3, 'a CHECK constraint on each encrypted column proves no plaintext is stored');
+select set_eq(
+    $$select conrelid::regclass::text || ': ' || pg_get_constraintdef(oid) from pg_constraint
+       where contype = 'c' and conname like '%\_plaintext\_never\_stored' and convalidated$$,
+    array['patients: CHECK ((ssn IS NULL))', 'patients: CHECK ((phone IS NULL))', 'medical_records: CHECK ((notes IS NULL))'],
+    'a validated CHECK constraint on each encrypted column''s write slot proves no plaintext is stored');
+select set_eq(
+    $$select attrelid::regclass::text || '.' || attname || ' ' || format_type(atttypid, atttypmod) from pg_attribute
+       where attrelid in ('public.patients'::regclass, 'public.medical_records'::regclass)
+         and attname ~ '_(ciphertext|blind_index)$' and not attisdropped$$,
+    array['patients.ssn_ciphertext bytea', 'patients.ssn_blind_index bytea', 'patients.phone_ciphertext bytea',
+          'medical_records.notes_ciphertext bytea'],
+    'ciphertexts and the blind index are bytea columns beside their write slots, and only where declared');
 select ok(not has_table_privilege('clinicdb_app', 'clinicdb.clinic_keys', 'INSERT')
           and not has_table_privilege('clinicdb_app', 'clinicdb.clinic_keys', 'UPDATE')
           and not has_table_privilege('clinicdb_app', 'clinicdb.clinic_keys', 'DELETE'),

@@ -14,7 +14,9 @@ select 'PA-' || g, 'Par', 'Allel', 'ssn-' || g from generate_series(1, 200) g;
 set local parallel_setup_cost = 0;
 set local parallel_tuple_cost = 0;
 set local min_parallel_table_scan_size = 0;
-set local force_parallel_mode = on;
+-- force_parallel_mode was renamed debug_parallel_query in PostgreSQL 16.
+select set_config(case when current_setting('server_version_num')::integer >= 160000
+                       then 'debug_parallel_query' else 'force_parallel_mode' end, 'on', true);
 
 select is((select count(ssn)::int from patients_decrypted), 200, 'a full decrypting scan works with parallel plans forced');
 select is((select mrn from patients where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', 'ssn-42'))),

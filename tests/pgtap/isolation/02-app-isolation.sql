@@ -26,7 +26,8 @@ select lives_ok($$insert into public.patients (mrn, given_name, family_name) val
                 'app in clinic A can insert without naming the clinic');
 select is((select clinic_id from public.patients where mrn = 'DEFAULTED'), :'a'::uuid,
           'a row inserted without clinic_id lands in the clinic in force');
-select throws_ok(format($$update public.patients set clinic_id = %L$$, :'b'), null, null,
+select throws_ok(format($$update public.patients set clinic_id = %L$$, :'b'), '23514',
+                 'clinic_id of a patients row cannot change',
                  'app in clinic A cannot move its patients to clinic B');
 select throws_ok(format($$insert into public.patients (id, clinic_id, mrn, given_name, family_name)
                           select gen_random_uuid(), %L, 'Y', 'x', 'y'$$, :'b'),
