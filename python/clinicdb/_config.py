@@ -1,12 +1,15 @@
-"""The driver's knobs: one frozen dataclass, filled from ``CLINICDB_*`` settings.
+"""The driver's knobs: one frozen ``Options`` object, filled from ``CLINICDB_*`` settings.
 
-Every field maps to one setting in :mod:`clinicdb.settings` (documented there
-and in docs/driver.md); constructor keywords override the environment.
+``ClinicDB(primary, replicas, options=Options(...))`` or ``options=Options.from_env()``;
+``ClinicDB(primary, replicas, max_size=4)`` still works (the keywords override the
+environment). Every field maps to one setting in :mod:`clinicdb.settings`
+(documented there, in the README and in docs/driver.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +53,11 @@ _MILLISECONDS = {
 
 
 @dataclass(frozen=True)
-class DriverConfig:
-    """Pool sizes, timeouts and routing limits. Durations are seconds except the ``*_ms`` ones."""
+class Options:
+    """Pool sizes, timeouts and routing limits. Durations are seconds except the ``*_ms`` ones.
+
+    ``Options()`` is the defaults alone; ``Options.from_env()`` reads ``CLINICDB_*`` first.
+    """
 
     min_size: int = 1
     max_size: int = 10
@@ -86,7 +92,7 @@ class DriverConfig:
                 raise ValueError(f"{name} must be positive")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> DriverConfig:
+    def from_env(cls, **overrides: Any) -> Options:
         """Defaults, then ``CLINICDB_*`` variables, then ``overrides`` (field names of this class)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -98,6 +104,31 @@ class DriverConfig:
                 values[name] = _parse(name, var, raw)
         values.update(overrides)
         return cls(**values)
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """psycopg connection options of every pooled connection."""
+        return {
+            "autocommit": False,
+            "prepare_threshold": self.prepare_threshold,
+            "connect_timeout": max(1, round(self.health_timeout)),
+            "client_encoding": "utf-8",
+        }
+
+
+def resolve_options(options: Options | None, overrides: Mapping[str, Any]) -> Options:
+    """The driver's options: ``options`` (else the environment's) with keyword ``overrides`` applied."""
+    if options is None:
+        return Options.from_env(**overrides)
+    if not isinstance(options, Options):
+        raise TypeError(f"options must be a clinicdb.Options, got {type(options).__name__}")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Options)}
+    if unknown:
+        raise TypeError(f"unknown driver setting(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(options, **overrides) if overrides else options
+
+
+# The name before 0.2: kept importable.
+DriverConfig = Options
 
 
 def _parse(field: str, var: str, raw: str) -> Any:

@@ -28,7 +28,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CLINICDB_REPLICA_URLS",
         "",
-        "Comma-separated replica URLs for reads; empty means reads use the primary.",
+        "Replica URLs for reads, separated by whitespace (commas still work between whole URLs), so a multi-host "
+        "URL fits; empty means reads use the primary. `clinicdb health` still splits on commas only.",
     ),
     Setting(
         "CLINICDB_ADMIN_URL",
