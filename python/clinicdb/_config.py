@@ -17,6 +17,7 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "min_size": ("CLINICDB_POOL_MIN_SIZE", "1"),
     "max_size": ("CLINICDB_POOL_MAX_SIZE", "10"),
     "acquire_timeout": ("CLINICDB_ACQUIRE_TIMEOUT_MS", "5000"),
+    "reconnect_timeout": ("CLINICDB_POOL_RECONNECT_TIMEOUT_MS", "300000"),
     "replica_acquire_timeout": ("CLINICDB_REPLICA_ACQUIRE_TIMEOUT_MS", "500"),
     "statement_timeout_ms": ("CLINICDB_STATEMENT_TIMEOUT_MS", "30000"),
     "idle_in_transaction_timeout_ms": ("CLINICDB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "60000"),
@@ -36,6 +37,7 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
 }
 _MILLISECONDS = {
     "acquire_timeout",
+    "reconnect_timeout",
     "replica_acquire_timeout",
     "replica_check_interval",
     "causal_wait",
@@ -56,6 +58,7 @@ class DriverConfig:
     min_size: int = 1
     max_size: int = 10
     acquire_timeout: float = 5.0
+    reconnect_timeout: float = 300.0
     replica_acquire_timeout: float = 0.5
     statement_timeout_ms: int = 30000
     idle_in_transaction_timeout_ms: int = 60000
@@ -81,7 +84,8 @@ class DriverConfig:
             )
         if self.retry_attempts < 1:
             raise ValueError("retry_attempts counts the first try too: it must be at least 1")
-        for name in ("acquire_timeout", "replica_acquire_timeout", "replica_check_interval", "health_timeout"):
+        positive = ("acquire_timeout", "reconnect_timeout", "replica_acquire_timeout", "replica_check_interval")
+        for name in (*positive, "health_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 

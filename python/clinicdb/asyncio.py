@@ -170,6 +170,7 @@ class AsyncClinicDB:
             min_size=self.config.min_size,
             max_size=self.config.max_size,
             timeout=self.config.acquire_timeout,
+            reconnect_timeout=self.config.reconnect_timeout,
             kwargs={**pool_kwargs(self.config), "cursor_factory": _AsyncClinicCursor},
             connection_class=_AsyncClinicConnection,
             configure=self._configure,

@@ -169,6 +169,7 @@ class ClinicDB:
             min_size=self.config.min_size,
             max_size=self.config.max_size,
             timeout=self.config.acquire_timeout,
+            reconnect_timeout=self.config.reconnect_timeout,
             kwargs={**pool_kwargs(self.config), "cursor_factory": _ClinicCursor},
             connection_class=_ClinicConnection,
             configure=self._configure,

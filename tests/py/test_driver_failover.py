@@ -108,3 +108,32 @@ def test_stopping_the_replica_mid_run_fails_no_read_and_starting_it_brings_reads
     stop.set()
     thread.join(timeout=30)
     assert failures == [], f"{len(failures)} reads failed: {failures[:3]}"
+
+
+def test_a_write_follows_a_returning_primary_within_a_second_of_the_pools_reconnect_timeout() -> None:
+    """After an 8 s outage, a pool with a 1 s reconnect timeout takes writes again within 3 s of the server's return
+    (psycopg_pool's doubling waits alone would retry only about 15 s after the outage began)."""
+    with throwaway_servers(replicas=0) as servers:
+        if servers.cluster is None:
+            pytest.skip("needs a local server to stop (not available with CLINICDB_TEST_DATABASE_URL)")
+        clinic = _clinic(servers)
+        db = ClinicDB(servers.app_url, reconnect_timeout=1.0, acquire_timeout=1.0)
+        try:
+            db.run_write(lambda cur: cur.execute("select 1"), clinic)
+            servers.cluster.stop_server("primary")
+            down_until = time.monotonic() + 8
+            while time.monotonic() < down_until:
+                with pytest.raises(psycopg.Error):
+                    db.run_write(lambda cur: cur.execute("select 1"), clinic)
+                time.sleep(0.2)
+            servers.cluster.start_server("primary")
+            back = time.monotonic()
+            while True:
+                try:
+                    db.run_write(lambda cur: cur.execute("select 1"), clinic)
+                    break
+                except psycopg.Error:
+                    assert time.monotonic() - back < 3, "no write within 3 s of the primary's return"
+                    time.sleep(0.05)
+        finally:
+            db.close()

@@ -17,6 +17,7 @@ docs/ha.md). The tuning below is explained setting by setting in docs/ha.md.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import os
@@ -49,6 +50,38 @@ FORMATION = "default"
 MONITOR_DATABASE = "pg_auto_failover"
 
 Say = Callable[[str], None]
+
+# The failover tuning; docs/ha.md explains each value and what it trades away.
+# The monitor's pg_auto_failover settings, in <monitor>/clinicdb-ha.conf (reloadable).
+MONITOR_SETTINGS: dict[str, str] = {
+    "pgautofailover.health_check_period": "1000",  # ms between the monitor's checks of each node (5000)
+    "pgautofailover.health_check_timeout": "1000",  # ms connect timeout of one check (5000)
+    "pgautofailover.health_check_max_retries": "2",  # failed checks in a row before a node is bad (2)
+    "pgautofailover.health_check_retry_delay": "500",  # ms between those retries (2000)
+    "pgautofailover.node_considered_unhealthy_timeout": "5000",  # ms without a keeper report: unhealthy (20000)
+    "pgautofailover.primary_demote_timeout": "10000",  # ms a lost primary gets to demote itself (30000)
+}
+MONITOR_CONF = "clinicdb-ha.conf"
+# Each keeper's pg_autoctl.cfg: a primary that reaches neither the monitor nor its standby for this many seconds
+# stops its server; it stays below primary_demote_timeout so that it has stopped before the other node is promoted.
+KEEPER_SETTINGS: dict[str, str] = {
+    "timeout.network_partition_timeout": "5",  # (20)
+}
+# libpq settings every URL of `dev env --ha` carries, with pg_autoctl's target_session_attrs=read-write.
+CLIENT_PARAMS: dict[str, str] = {
+    "connect_timeout": "2",  # give up on an unanswering host after 2 s and try the next
+    "keepalives": "1",
+    "keepalives_idle": "5",  # a silent peer (host gone, no RST) is probed after 5 s,
+    "keepalives_interval": "1",  # every second,
+    "keepalives_count": "3",  # and dropped after 3 unanswered probes
+    "tcp_user_timeout": "5000",  # ms unacknowledged data may wait before the connection is dropped
+}
+# Driver settings `dev env --ha` exports with the URLs: a pool that lost its server retries a connection for at
+# most a second before the next transaction starts a fresh attempt, instead of psycopg_pool's doubling waits
+# (1, 2, 4, 8, 16 s ...), which would leave writes down for seconds after the new primary is up.
+DRIVER_SETTINGS: dict[str, str] = {
+    "CLINICDB_POOL_RECONNECT_TIMEOUT_MS": "1000",
+}
 
 
 class HAPackagesMissing(ClusterError):
@@ -257,7 +290,9 @@ class HAFormation:
             since = time.time()
             self.wait(first_runs, f"{first} primary with its server running", timeout=timeout, say=say)
         self._start_node(bindir, second, say)
-        return self.wait(lambda s: s.settled, "a primary and a synchronous standby", timeout=timeout, say=say)
+        status = self.wait(lambda s: s.settled, "a primary and a synchronous standby", timeout=timeout, say=say)
+        self.keeper_settings(second, bindir)  # a node made just now has its pg_autoctl.cfg only from here on
+        return status
 
     def _node_order(self) -> tuple[str, str]:
         """The node to start first: one that exists (the last primary when both do), then the other."""
@@ -276,8 +311,27 @@ class HAFormation:
             )
         return port
 
+    def _monitor_settings(self) -> bool:
+        """Write the monitor's failover settings into its data directory; True when they changed."""
+        data = self.data_dir(MONITOR)
+        text = "# written by clinicdb dev up --ha: the failover tuning of docs/ha.md\n"
+        text += "".join(f"{key} = {value}\n" for key, value in MONITOR_SETTINGS.items())
+        target = data / MONITOR_CONF
+        if target.exists() and target.read_text() == text:
+            return False
+        target.write_text(text)
+        conf = data / "postgresql.conf"
+        if f"include '{MONITOR_CONF}'" not in conf.read_text():
+            with conf.open("a") as out:
+                out.write(f"include '{MONITOR_CONF}'\n")
+        chown_for_server(data)
+        return True
+
     def _start_monitor(self, bindir: Path, say: Say) -> None:
         if self.keeper_pid(MONITOR) is not None:
+            if self._monitor_settings():  # reloadable: a running monitor takes new tuning without a restart
+                with psycopg.connect(self.monitor_url(), autocommit=True, connect_timeout=5) as conn:
+                    conn.execute("select pg_reload_conf()")
             return
         port = self._free_recorded_port(MONITOR)
         if not self.created(MONITOR):
@@ -293,15 +347,34 @@ class HAFormation:
                 "--no-ssl",
                 bindir=bindir, timeout=300,
             )  # fmt: skip
+        self._install_settings(MONITOR, restart=False)  # the monitor's server is stopped here
+        self._monitor_settings()
         say(f"starting the monitor's keeper ({self.log_file(MONITOR)})")
         self._spawn_keeper(bindir, MONITOR, ["run", "--pgdata", str(self.data_dir(MONITOR))])
         self._wait_connectable(self.monitor_url(), MONITOR)
 
+    def keeper_settings(self, name: str, bindir: Path) -> None:
+        """Set KEEPER_SETTINGS in the node's pg_autoctl.cfg where they differ; a running keeper rereads it."""
+        config = configparser.ConfigParser()
+        config.read(self._config_file(name))
+        changed = False
+        for key, value in KEEPER_SETTINGS.items():
+            section, option = key.split(".", 1)
+            if config.get(section, option, fallback=None) != value:
+                self.autoctl("config", "set", "--pgdata", str(self.data_dir(name)), key, value, bindir=bindir)
+                changed = True
+        pid = self.keeper_pid(name)
+        if changed and pid is not None:
+            os.kill(pid, signal.SIGHUP)
+
     def _start_node(self, bindir: Path, name: str, say: Say) -> None:
         if self.keeper_pid(name) is not None:
+            if self.created(name):
+                self.keeper_settings(name, bindir)
             return
         port = self._free_recorded_port(name)
         if self.created(name):
+            self.keeper_settings(name, bindir)
             say(f"starting {name}'s keeper on port {port} ({self.log_file(name)})")
             self._spawn_keeper(bindir, name, ["run", "--pgdata", str(self.data_dir(name))])
             return
@@ -324,9 +397,9 @@ class HAFormation:
         # pg_basebackup of the primary's, which carries those settings (the include and its file are copied).
         self._spawn_keeper(bindir, name, create)
 
-    def _install_settings(self, name: str) -> bool:
-        """clinicdb.conf copied into a data node's directory and included last (it wins over pg_autoctl's own
-        file), the server restarted to read it; False when it was there already."""
+    def _install_settings(self, name: str, *, restart: bool = True) -> bool:
+        """clinicdb.conf copied into the node's directory and included last (it wins over pg_autoctl's own
+        file), a running server restarted to read it; False when it was there already."""
         data = self.data_dir(name)
         conf = data / "postgresql.conf"
         text = conf.read_text()
@@ -336,7 +409,8 @@ class HAFormation:
         text += f"\n# added by clinicdb dev up --ha (settings copied in)\ninclude '{CONF_FILE.name}'\n"
         conf.write_text(text)
         chown_for_server(data)
-        self._restart_postgres(name)
+        if restart:
+            self._restart_postgres(name)
         return True
 
     def _restart_postgres(self, name: str) -> None:
@@ -537,7 +611,3 @@ class HAFormation:
     def replica_url(self, *, user: str = SUPERUSER) -> str:
         """The same hosts for reads: whichever node is a standby (``target_session_attrs=standby``)."""
         return with_params(self.primary_url(user=user), target_session_attrs="standby")
-
-
-# libpq settings every URL dev env prints carries: see docs/ha.md.
-CLIENT_PARAMS: dict[str, str] = {}
