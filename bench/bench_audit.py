@@ -25,6 +25,13 @@ the medians of each side):
   against row-level capture on the same table and trail.
 
 Ratios are audited throughput / baseline throughput (higher is better).
+
+Then the cost of tamper evidence with many clinics: the same SEAL_ROWS audit
+rows, spread over SEAL_CLINICS clinics (one hash chain each) and then written
+by a single clinic, each in a database of its own, sealed in one round and
+verified (``clinicdb.seal_audit``, ``clinicdb.verify_audit``). The ratio is
+rows/s with many chains over rows/s with one; the notes give seconds per
+million rows.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from collections.abc import Callable
 import psycopg
 
 from bench.harness import PairedRatio, Ratio, paired, throughput
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 # Which patient to update: not security relevant, seeded for repeatable runs.
 _RANDOM = random.Random(4)  # noqa: S311
@@ -57,6 +64,20 @@ _MODE_NAMES = {
     "jsonb": "plain jsonb row trigger",
 }
 SECONDS = 1.5
+SEAL_ROWS = 200_000
+SEAL_CLINICS = 1_000
+# Audit rows as the capture functions write them for a patient insert, spread over N clinics (the no-clinic chain
+# gets every hundredth), committed in ten transactions.
+_SEAL_FILL = """
+insert into clinicdb.audit_log (clinic_id, table_name, row_id, action, new_values, app_user, request_id)
+select case when g %% 100 = 0 then null
+            else ('00000000-0000-4000-8000-' || lpad((g %% %(clinics)s::integer)::text, 12, '0'))::uuid end,
+       'public.patients', gen_random_uuid()::text, 'insert',
+       jsonb_build_object('id', gen_random_uuid(), 'mrn', 'M-' || g, 'given_name', 'Ann', 'family_name', 'Example',
+                          'birth_date', '1980-01-01', 'address', '1 Bench Road', 'phone', '555-0100'),
+       'user-' || g %% 50, md5(g::text)
+  from generate_series(%(first)s::integer, %(last)s::integer) g
+"""
 
 _JSONB_TRIGGER = """
 create schema if not exists bench_jsonb_audit;
@@ -230,6 +251,43 @@ def _measure(servers: ServerSet, clinic: uuid.UUID, mode: str, op: str) -> float
         _clear(servers.admin_url, clinic)
 
 
+def _seal_and_verify(admin_url: str, clinics: int) -> tuple[float, float, int]:
+    """Seconds to seal and to verify SEAL_ROWS rows of ``clinics`` clinics in a new database; blocks made."""
+    with scratch_database(admin_url, "bench_seal", migrate=True) as url, psycopg.connect(url, autocommit=True) as conn:
+        batch = SEAL_ROWS // 10
+        for first in range(1, SEAL_ROWS + 1, batch):
+            conn.execute(_SEAL_FILL, {"clinics": clinics, "first": first, "last": first + batch - 1})
+        conn.execute("vacuum analyze clinicdb.audit_log")
+        started = time.perf_counter()
+        conn.execute("select count(*) from clinicdb.seal_audit(10000, 1, interval '0')")
+        sealed = time.perf_counter() - started
+        started = time.perf_counter()
+        problems = conn.execute("select count(*) from clinicdb.verify_audit()").fetchone()
+        verified = time.perf_counter() - started
+        blocks = conn.execute("select count(*) from clinicdb.audit_seals").fetchone()
+    assert problems == (0,) and blocks is not None
+    return sealed, verified, int(blocks[0])
+
+
+def seal_and_verify(servers: ServerSet) -> list[Ratio]:
+    """Sealing and verification rates with SEAL_CLINICS chains against one chain, for the same rows."""
+    many = _seal_and_verify(servers.admin_url, SEAL_CLINICS)
+    one = _seal_and_verify(servers.admin_url, 1)
+    per_million = 1_000_000 / SEAL_ROWS
+    ratios = []
+    for i, what in enumerate(("sealing", "verifying")):
+        ratio = Ratio(
+            f"{what} {SEAL_ROWS:,} audit rows: {SEAL_CLINICS:,} clinics vs 1", SEAL_ROWS / many[i], SEAL_ROWS / one[i],
+            unit="rows/s",
+        )  # fmt: skip
+        ratio.notes.append(
+            f"{many[i] * per_million:.1f} s per million rows over {SEAL_CLINICS:,} chains ({many[2]:,} blocks), "
+            f"{one[i] * per_million:.1f} s in one chain ({one[2]:,} blocks)"
+        )
+        ratios.append(ratio)
+    return ratios
+
+
 def run(servers: ServerSet) -> list[Ratio]:
     with psycopg.connect(servers.admin_url, autocommit=True) as conn:
         conn.execute(_JSONB_TRIGGER)
@@ -254,4 +312,4 @@ def run(servers: ServerSet) -> list[Ratio]:
                 ratios.append(ratio)
     finally:
         _configure(servers.admin_url, "clinicdb")
-    return ratios
+    return ratios + seal_and_verify(servers)

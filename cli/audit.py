@@ -22,6 +22,7 @@ from psycopg import sql
 
 from clinicdb.settings import env
 
+from . import _audit_verify
 from ._common import (
     admin_url_option,
     friendly_errors,
@@ -34,7 +35,6 @@ from ._common import (
 DEFAULT_RETENTION_DAYS = 2555
 MANIFEST = "MANIFEST.sha256"
 MANIFEST_JSON = "manifest.json"
-_VERIFY_CHUNK_ROWS = 100_000
 
 _JSON_KEYS = [
     "id",
@@ -247,11 +247,14 @@ def _archived(directory: Path) -> dict[str, dict[str, Any]]:
 def prune(
     retention_days: int | None, dry_run: bool, require_archive: Path | None, database_url: str | None, as_json: bool
 ) -> None:
-    """Drop whole audit partitions that ended before the retention period.
+    """Drop whole audit partitions that ended before the retention period, sealing what it drops.
 
     Says what it will drop first; never touches a month inside retention or
-    the default partition; leaves a 'prune' row in the trail; the seal chain
-    stays verifiable.
+    the default partition. Seals every final row first and refuses a month
+    with rows not sealed yet, or whose rows differ from their seals; writes a
+    sealed prune record into each chain that held rows of the month (so
+    `clinicdb audit verify` can tell it from a month someone truncated) and a
+    'prune' row into the trail, then prints the new head to keep elsewhere.
 
     Example:
 
@@ -288,10 +291,16 @@ def prune(
             " from clinicdb.prune_audit(make_interval(days => %s), false)",
             (days,),
         ).fetchall()
+        conn.commit()
+        head, _ = _seal_head(conn)
     if as_json:
         print_rows(["partition", "from", "to", "rows", "action"], done, True)
     else:
-        click.echo(f"dropped {len(done)} partition(s), {sum(r[3] for r in done)} rows")
+        click.echo(
+            f"dropped {len(done)} partition(s), {sum(r[3] for r in done)} rows; each month is sealed as pruned in "
+            "the chains that held its rows"
+        )
+        click.echo(f"{head}  (keep it elsewhere, as after `clinicdb audit seal`)")
 
 
 def _sha256(path: Path) -> str:
@@ -382,117 +391,139 @@ def archive(
         click.echo("nothing new to archive")
 
 
+def _seal_head(conn: psycopg.Connection[Any]) -> tuple[str, dict[str, Any]]:
+    """The round head to keep elsewhere, as a line and as fields."""
+    status = conn.execute(
+        "select head_round, head_hash, chains, blocks, sealed_rows, unsealed_rows, oldest_unsealed_at,"
+        " legacy_blocks, legacy_rows from clinicdb.audit_seal_status()"
+    ).fetchone()
+    assert status is not None
+    fields = dict(
+        zip(
+            ("head_round", "head_hash", "chains", "blocks", "sealed_rows", "unsealed_rows", "oldest_unsealed_at",
+             "legacy_blocks", "legacy_rows"),
+            status,
+            strict=True,
+        )
+    )  # fmt: skip
+    line = f"head: {fields['head_round']}:{fields['head_hash']}"
+    return line, fields
+
+
 @audit.command()
 @click.option("--block-rows", default=10_000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Rows per hash block.")  # fmt: skip
+@click.option("--min-rows", default=1_000, show_default=True, type=click.IntRange(1),
+              help="Seal a clinic's chain once it has this many final rows waiting...")  # fmt: skip
+@click.option("--max-wait", default=60, show_default=True, type=click.IntRange(0), metavar="MINUTES",
+              help="...or once its oldest waiting row is this many minutes old.")  # fmt: skip
+@click.option("--all", "everything", is_flag=True, help="Seal every final row now (--min-rows 1 --max-wait 0).")
 @admin_url_option
 @output_options
 @friendly_errors
-def seal(block_rows: int, database_url: str | None, as_json: bool) -> None:
-    """Hash-chain every audit row that is final and not sealed yet; print the chain's head.
+def seal(
+    block_rows: int, min_rows: int, max_wait: int, everything: bool, database_url: str | None, as_json: bool
+) -> None:
+    """Hash-chain the final audit rows of each clinic's chain that is due; print the heads.
 
-    Copy the printed head (block and hash) somewhere the database's
-    administrators cannot write, and check it later with
-    `clinicdb audit verify --expect BLOCK:HASH`.
+    One chain per clinic, and one for rows without a clinic. A chain is
+    sealed when it has --min-rows rows waiting or its oldest waiting row is
+    --max-wait minutes old, so quiet clinics do not make a tiny block every
+    run. Prints one `chain CLINIC:BLOCK:HASH` line per chain extended, then
+    `head: ROUND:HASH`, the round that names every chain's head: copy that
+    line somewhere the database's administrators cannot write, and check it
+    later with `clinicdb audit verify --expect ROUND:HASH`.
 
     Example:
 
         clinicdb audit seal            # e.g. every 5 minutes from cron
+        clinicdb audit seal --all      # everything final, now
     """
+    if everything:
+        min_rows, max_wait = 1, 0
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
-        blocks = conn.execute("select block_no, row_count from clinicdb.seal_audit(%s)", (block_rows,)).fetchall()
+        blocks = conn.execute(
+            "select clinic_id, block_no, row_count, block_hash"
+            " from clinicdb.seal_audit(%s, %s, make_interval(mins => %s))",
+            (block_rows, min_rows, max_wait),
+        ).fetchall()
         conn.commit()
-        status = conn.execute(
-            "select blocks, sealed_rows, head_block, head_hash, unsealed_rows from clinicdb.audit_seal_status()"
-        ).fetchone()
-    assert status is not None
-    result = {
-        "new_blocks": len(blocks),
-        "new_rows": sum(r[1] for r in blocks),
-        "blocks": status[0],
-        "sealed_rows": status[1],
-        "head_block": status[2],
-        "head_hash": status[3],
-        "unsealed_rows": status[4],
-    }
+        head, fields = _seal_head(conn)
+    heads: dict[uuid.UUID, tuple[int, str]] = {}
+    for clinic, block, _, digest in blocks:
+        heads[clinic] = (block, digest)
+    new_rows = sum(r[2] for r in blocks)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        result = {
+            "new_blocks": len(blocks),
+            "new_rows": new_rows,
+            **fields,
+            "head_block": fields["head_round"],  # the name before 0020: round numbers continue block numbers
+            "chains_extended": [
+                {"clinic": _audit_verify.label(c), "block": b, "hash": h} for c, (b, h) in sorted(heads.items())
+            ],
+        }
+        # One line per run, for a log of heads (`>> seal-heads.jsonl`).
+        click.echo(json.dumps(result, default=str))
         return
-    click.echo(f"sealed {result['new_rows']} rows in {result['new_blocks']} new blocks")
-    click.echo(f"head: {result['head_block']}:{result['head_hash']}  ({result['sealed_rows']} rows sealed, "
-               f"{result['unsealed_rows']} not yet)")  # fmt: skip
-
-
-def _parse_expect(values: tuple[str, ...]) -> list[tuple[int, str]]:
-    parsed = []
-    for value in values:
-        block, _, digest = value.partition(":")
-        if not block.isdigit() or len(digest) != 64:
-            raise click.ClickException(f"--expect wants BLOCK:HASH as printed by `clinicdb audit seal`, not {value!r}")
-        parsed.append((int(block), digest.lower()))
-    return parsed
+    click.echo(f"sealed {new_rows} rows in {len(blocks)} new blocks of {len(heads)} chains")
+    for clinic, (block, digest) in sorted(heads.items()):
+        click.echo(f"chain {_audit_verify.label(clinic)}:{block}:{digest}")
+    waiting = f", {fields['unsealed_rows']} waiting" if fields["unsealed_rows"] else ""
+    click.echo(f"{head}  ({fields['sealed_rows']} rows sealed in {fields['chains']} chains{waiting})")
 
 
 @audit.command()
-@click.option("--expect", "expected", multiple=True, metavar="BLOCK:HASH",
-              help="A head printed by an earlier `audit seal` and kept elsewhere (repeatable).")  # fmt: skip
+@click.option("--expect", "expected", multiple=True, metavar="ROUND:HASH | CLINIC:BLOCK:HASH",
+              help="A head printed by an earlier `audit seal` and kept elsewhere (repeatable). A BLOCK:HASH kept "
+                   "before migration 0020 names a block of the legacy chain and is checked against it.")  # fmt: skip
+@click.option("--max-rows", default=50, show_default=True, type=click.IntRange(0),
+              help="List at most this many altered, inserted, deleted or unsealed rows; count the rest.")  # fmt: skip
 @admin_url_option
 @output_options
 @friendly_errors
-def verify(expected: tuple[str, ...], database_url: str | None, as_json: bool) -> None:
-    """Recompute the seal chain and every sealed row; exit 1 naming the first altered, deleted or inserted row.
+def verify(expected: tuple[str, ...], max_rows: int, database_url: str | None, as_json: bool) -> None:
+    """Recompute every seal chain and sealed row; print every problem, one line each, and exit 1 if any.
+
+    Reports missing blocks and ranges (with the hash each had and what to
+    do), months gone without a sealed prune record, altered, inserted and
+    deleted rows, forged prune records, and heads that no longer match the
+    ones kept elsewhere.
 
     Example:
 
         clinicdb audit verify --expect 42:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
     """
-    anchors = _parse_expect(expected)
-    problem: tuple[Any, ...] | None = None
-    with psycopg.connect(resolve_admin_url(database_url)) as conn:
-        blocks = conn.execute("select block_no, row_count from clinicdb.audit_seals order by block_no").fetchall()
-        chunks: list[tuple[int, int, int]] = []
-        start, rows = None, 0
-        for block_no, count in blocks:
-            start = block_no if start is None else start
-            rows += count
-            if rows >= _VERIFY_CHUNK_ROWS:
-                chunks.append((start, block_no, rows))
-                start, rows = None, 0
-        if start is not None:
-            chunks.append((start, blocks[-1][0], rows))
-        total = sum(c[2] for c in chunks)
-        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-            for first, last, count in chunks:
-                found = conn.execute(
-                    "select block_no, problem, audit_id, detail from clinicdb.verify_audit(%s, %s)", (first, last)
-                ).fetchone()
-                if found:
-                    problem = tuple(found)
-                    break
-                bar.update(count)
-        if problem is None:
-            for block_no, digest in anchors:
-                row = conn.execute(
-                    "select encode(block_hash, 'hex') from clinicdb.audit_seals where block_no = %s", (block_no,)
-                ).fetchone()
-                if row is None or row[0] != digest:
-                    problem = (
-                        block_no,
-                        "anchor mismatch",
-                        None,
-                        "the block's hash differs from the one kept elsewhere",
-                    )
-                    break
-    summary = {"blocks": len(blocks), "rows": total, "ok": problem is None}
-    if problem is not None:
-        summary.update({"block": problem[0], "problem": problem[1], "audit_id": problem[2], "detail": problem[3]})
+    anchors = [_audit_verify.parse_anchor(v) for v in expected]
+    with psycopg.connect(resolve_admin_url(database_url), autocommit=True) as conn:
+        parts = _audit_verify.plan(conn)
+        with click.progressbar(length=sum(p[-1] for p in parts), label="verifying", file=sys.stderr) as bar:
+            report = _audit_verify.verify(conn, parts, anchors, max_rows, bar.update)
+    status = report.status
     if as_json:
+        summary = {
+            "ok": report.ok,
+            **status,
+            "problems": report.problems,
+            "not_listed": dict(report.not_listed),
+        }
         click.echo(json.dumps(summary, indent=2, default=str))
-    elif problem is None:
-        click.echo(f"ok: {len(blocks)} blocks, {total} sealed rows verified")
     else:
-        click.echo(f"TAMPERED: block {problem[0]}: {problem[1]}: {problem[3]}")
-    if problem is not None:
+        for found in report.problems:
+            click.echo(f"{found['problem']}: {found['detail']}")
+        for kind, count in sorted(report.not_listed.items()):
+            click.echo(f"{kind}: {count} more not listed (--max-rows {max_rows}); see clinicdb.verify_audit()")
+        covered = (
+            f"{status['chains']} chains, {status['blocks']} blocks, {status['rows']} sealed rows"
+            + (f", legacy chain {status['legacy_blocks']} blocks" if status["legacy_blocks"] else "")
+            + f" (round {status['head_round']})"
+        )
+        if report.ok:
+            click.echo(f"ok: {covered} verified")
+        else:
+            found_count = len(report.problems) + sum(report.not_listed.values())
+            click.echo(f"TAMPERED: {found_count} problems in {covered}")
+    if not report.ok:
         raise SystemExit(1)
 
 

@@ -22,5 +22,6 @@ select clinicdb._secure_layer_table('clinicdb.staff_members', false);
 select clinicdb._secure_layer_table(t::regclass, true)
   from unnest(array['clinicdb.phi_columns', 'clinicdb.tenant_policies', 'clinicdb.protected_tables',
                     'clinicdb.audit_settings', 'clinicdb.audit_capture_state', 'clinicdb.audit_seals',
-                    'clinicdb.audit_pruned_months', 'clinicdb.key_epoch', 'clinicdb.key_events',
-                    'clinicdb.encrypted_columns', 'clinicdb.reencrypt_progress']) as t;
+                    'clinicdb.audit_seal_rounds', 'clinicdb.audit_seals_legacy', 'clinicdb.audit_pruned_months',
+                    'clinicdb.key_epoch', 'clinicdb.key_events', 'clinicdb.encrypted_columns',
+                    'clinicdb.reencrypt_progress']) as t;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -15,15 +16,18 @@ import pytest
 from click.testing import CliRunner, Result
 from clinicdb_cli.audit import demo_audit_history
 from clinicdb_cli.main import cli
-from psycopg import sql
 
+import catalog
 from clinicdb import schema
-from clinicdb._url import replace_url
-from clinicdb.devcluster.testing import ServerSet
+from clinicdb.devcluster.testing import ServerSet, scratch_database
 
 
 def _run(servers: ServerSet, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["audit", *args, "--database-url", servers.admin_url])
+    return _invoke(servers.admin_url, *args)
+
+
+def _invoke(url: str, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["audit", *args, "--database-url", url])
 
 
 def _app_write(servers: ServerSet, clinic: uuid.UUID, user: str, sql_text: str) -> None:
@@ -112,7 +116,7 @@ def sealed(servers: ServerSet, admin: psycopg.Connection, clinic_pair: tuple[uui
     _app_write(
         servers, clinic_pair[0], user, "insert into patients (mrn, given_name, family_name) values ('S-1', 'S', 'T')"
     )
-    result = _run(servers, "seal", "--block-rows", "50")
+    result = _run(servers, "seal", "--all", "--block-rows", "50")
     assert result.exit_code == 0, result.output
     row = admin.execute(
         "select id, purpose from clinicdb.audit_log where app_user = %s and action = 'insert'", (user,)
@@ -143,15 +147,15 @@ def test_verify_names_a_row_a_superuser_edited(servers: ServerSet, admin: psycop
 
 
 def test_verify_checks_a_head_kept_elsewhere(servers: ServerSet, admin: psycopg.Connection, sealed: int) -> None:
-    """`audit verify --expect BLOCK:HASH` fails when the chain no longer has the head recorded earlier."""
-    head = admin.execute("select head_block, head_hash from clinicdb.audit_seal_status()").fetchone()
+    """`audit verify --expect ROUND:HASH` fails when the round chain no longer has the head recorded earlier."""
+    head = admin.execute("select head_round, head_hash from clinicdb.audit_seal_status()").fetchone()
     assert head is not None
     ok = _run(servers, "verify", "--expect", f"{head[0]}:{head[1]}")
     assert ok.exit_code == 0, ok.output
     wrong = _run(servers, "verify", "--expect", f"{head[0]}:{'0' * 64}")
-    assert wrong.exit_code == 1 and "anchor mismatch" in wrong.output
+    assert wrong.exit_code == 1 and f"anchor mismatch: round {head[0]} has hash {head[1]}" in wrong.output
     bad = _run(servers, "verify", "--expect", "nonsense")
-    assert bad.exit_code == 1 and bad.output.startswith("Error: --expect wants BLOCK:HASH")
+    assert bad.exit_code == 1 and bad.output.startswith("Error: --expect wants ROUND:HASH or CLINIC:BLOCK:HASH")
 
 
 def test_sealing_never_waits_for_writers_nor_blocks_them(
@@ -187,9 +191,11 @@ def test_sealing_never_waits_for_writers_nor_blocks_them(
         writer.commit()
     row = admin.execute("select id, txid from clinicdb.audit_log where app_user = %s", (user,)).fetchone()
     assert row is not None
-    head = admin.execute("select sealed_until_txid from clinicdb.audit_seal_status()").fetchone()
+    head = admin.execute(
+        "select coalesce(max(hi_txid), 0) from clinicdb.audit_seals where clinic_id = %s", (clinic_pair[0],)
+    ).fetchone()
     assert head is not None and head[0] <= row[1], "a row of a transaction still open was sealed"
-    assert _run(servers, "seal").exit_code == 0
+    assert _run(servers, "seal", "--all").exit_code == 0
     assert _run(servers, "verify").exit_code == 0
 
 
@@ -256,12 +262,15 @@ def test_unreachable_server_is_one_line() -> None:
 @pytest.fixture
 def empty_db(servers: ServerSet) -> Iterator[str]:
     """A new, empty database on the test server."""
-    name = f"audit_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield replace_url(servers.admin_url, database=name)
-    with psycopg.connect(servers.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    with scratch_database(servers.admin_url, "audit") as url:
+        yield url
+
+
+@pytest.fixture
+def other_db(servers: ServerSet) -> Iterator[str]:
+    """A second new, empty database."""
+    with scratch_database(servers.admin_url, "audit") as url:
+        yield url
 
 
 def test_rolling_back_the_audit_migration_detaches_every_trigger(empty_db: str) -> None:
@@ -299,3 +308,261 @@ def test_partitions_creates_months_ahead_and_lists_them(servers: ServerSet) -> N
     assert sum(1 for n in names if n.startswith("clinicdb.audit_log_y")) >= 6
     again = _run(servers, "partitions", "--months-ahead", "5")
     assert again.exit_code == 0 and "created" not in again.output
+
+
+# The chain, version 2 (#13 items 5 and 6, #16 item 3): per-clinic chains, sealed prunes, every problem reported,
+# and a trail sealed by the global chain carried over by migration 0020.
+
+
+def _rows(conn: psycopg.Connection, clinic: uuid.UUID | None, count: int, ago: str, purpose: str) -> None:
+    """Committed audit rows of one clinic (or none), written ``ago`` (an interval) in the past."""
+    conn.execute(
+        "insert into clinicdb.audit_log (clinic_id, logged_at, table_name, row_id, action, purpose)"
+        " select %s, now() - %s::interval, 'public.patients', 'row-' || g, 'access', %s || ' ' || g"
+        " from generate_series(1, %s) g",
+        (clinic, ago, purpose, count),
+    )
+
+
+def _head(output: str) -> str:
+    """The ROUND:HASH of the `head:` line `audit seal` (or `audit prune`) printed."""
+    line = next(line for line in output.splitlines() if line.startswith("head: "))
+    return line.split()[1]
+
+
+def _month(ago_days: int, conn: psycopg.Connection) -> tuple[str, str]:
+    """The month (YYYY-MM) and partition of a time ``ago_days`` ago."""
+    row = conn.execute(
+        "select to_char(t at time zone 'UTC', 'YYYY-MM'), 'clinicdb.audit_log_y' || to_char(t at time zone 'UTC',"
+        " 'YYYY\"m\"MM') from (select now() - make_interval(days => %s) as t) x",
+        (ago_days,),
+    ).fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def test_verify_names_a_truncated_month_whatever_the_pruned_months_table_says(fresh_servers: ServerSet) -> None:
+    """A sealed month emptied by TRUNCATE, with a row forged into clinicdb.audit_pruned_months, fails
+    `audit verify --expect`, naming the month and its partition (#13 item 5)."""
+    with psycopg.connect(fresh_servers.admin_url, autocommit=True) as conn:
+        clinic = conn.execute("select clinicdb.create_clinic('Truncated')").fetchone()[0]  # type: ignore[index]
+        _rows(conn, clinic, 3, "2600 days", "old")
+        _rows(conn, None, 1, "2600 days", "old system")
+        conn.execute("select clinicdb.ensure_audit_partitions(0)")
+        month, partition = _month(2600, conn)
+        sealed = _run(fresh_servers, "seal")
+        assert sealed.exit_code == 0, sealed.output
+        with conn.transaction():
+            conn.execute("select set_config('clinicdb.audit_maintenance', 'on', true)")
+            conn.execute(f"truncate {partition}")
+            conn.execute(
+                "insert into clinicdb.audit_pruned_months (month, partition_name, row_count) values (%s, %s, 4)",
+                (f"{month}-01", partition),
+            )
+    result = _run(fresh_servers, "verify", "--expect", _head(sealed.output))
+    assert result.exit_code == 1, result.output
+    assert f"audit month {month} ({partition}): 4 sealed rows missing and no sealed prune record" in result.output
+
+
+def test_verify_prints_every_problem_not_only_the_first(fresh_servers: ServerSet) -> None:
+    """A row altered in one clinic and a row deleted in another are both reported, one line each (#13 item 6)."""
+    with psycopg.connect(fresh_servers.admin_url, autocommit=True) as conn:
+        a = conn.execute("select clinicdb.create_clinic('A')").fetchone()[0]  # type: ignore[index]
+        b = conn.execute("select clinicdb.create_clinic('B')").fetchone()[0]  # type: ignore[index]
+        _rows(conn, a, 4, "2 hours", "a")
+        _rows(conn, b, 4, "2 hours", "b")
+        assert _run(fresh_servers, "seal", "--block-rows", "2").exit_code == 0
+        altered = conn.execute("select id from clinicdb.audit_log where purpose = 'a 2'").fetchone()[0]  # type: ignore[index]
+        deleted = conn.execute("select id from clinicdb.audit_log where purpose = 'b 3'").fetchone()[0]  # type: ignore[index]
+        with conn.transaction():
+            conn.execute("select set_config('clinicdb.audit_maintenance', 'on', true)")
+            conn.execute("update clinicdb.audit_log set purpose = 'nothing to see' where id = %s", (altered,))
+            conn.execute("delete from clinicdb.audit_log where id = %s", (deleted,))
+    result = _run(fresh_servers, "verify")
+    assert result.exit_code == 1
+    assert f"row altered: audit row {altered} " in result.output
+    assert f"row deleted: audit row {deleted} " in result.output
+
+
+def test_verify_names_a_missing_block_its_hash_and_what_to_do(fresh_servers: ServerSet) -> None:
+    """Blocks deleted from two chains are each named by clinic and number, with the hash they had and what to do;
+    rows they sealed are counted beyond the listing limit."""
+    with psycopg.connect(fresh_servers.admin_url, autocommit=True) as conn:
+        a = conn.execute("select clinicdb.create_clinic('A')").fetchone()[0]  # type: ignore[index]
+        b = conn.execute("select clinicdb.create_clinic('B')").fetchone()[0]  # type: ignore[index]
+        _rows(conn, a, 6, "2 hours", "a")
+        _rows(conn, b, 6, "2 hours", "b")
+        assert _run(fresh_servers, "seal", "--block-rows", "2").exit_code == 0
+        lost = {
+            c: conn.execute(
+                "select encode(prev_hash, 'hex') from clinicdb.audit_seals where clinic_id = %s and block_no = 2", (c,)
+            ).fetchone()[0]  # type: ignore[index]
+            for c in (a, b)
+        }
+        with conn.transaction():
+            conn.execute("select set_config('clinicdb.audit_maintenance', 'on', true)")
+            conn.execute("delete from clinicdb.audit_seals where clinic_id in (%s, %s) and block_no = 1", (a, b))
+    result = _run(fresh_servers, "verify", "--max-rows", "1")
+    assert result.exit_code == 1
+    for clinic, digest in lost.items():
+        assert (
+            f"block missing: block 1 of clinic {clinic} is missing: its hash was {digest} (block 2's prev_hash). "
+            "Restore it from a backup of clinicdb.audit_seals"
+        ) in result.output
+    assert "rows unsealed: 3 more not listed" in result.output
+    assert result.output.splitlines()[-1].startswith("TAMPERED: 6 problems")
+
+
+def test_seal_prints_each_chain_head_and_verify_checks_them(fresh_servers: ServerSet) -> None:
+    """`audit seal` prints `chain CLINIC:BLOCK:HASH` for each chain it extended and the round head;
+    `audit verify --expect` checks either form, and `none` names the chain of rows without a clinic."""
+    with psycopg.connect(fresh_servers.admin_url, autocommit=True) as conn:
+        clinic = conn.execute("select clinicdb.create_clinic('Heads')").fetchone()[0]  # type: ignore[index]
+        _rows(conn, clinic, 2, "1 minute", "heads")
+        _rows(conn, None, 1, "1 minute", "system")
+    waiting = _run(fresh_servers, "seal")
+    assert waiting.exit_code == 0 and waiting.output.startswith("sealed 0 rows"), "fresh rows wait for --max-wait"
+    sealed = _run(fresh_servers, "seal", "--all")
+    assert sealed.exit_code == 0, sealed.output
+    chains = {line.split()[1].split(":")[0]: line.split()[1] for line in sealed.output.splitlines()
+              if line.startswith("chain ")}  # fmt: skip
+    assert set(chains) == {str(clinic), "none"}
+    ok = _run(fresh_servers, "verify", "--expect", chains[str(clinic)], "--expect", chains["none"],
+              "--expect", _head(sealed.output))  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    wrong = _run(fresh_servers, "verify", "--expect", f"{clinic}:1:{'0' * 64}")
+    assert wrong.exit_code == 1
+    assert f"anchor mismatch: block 1 of clinic {clinic} has hash {chains[str(clinic)].split(':')[2]}" in wrong.output
+
+
+def test_prune_refuses_a_month_it_cannot_seal_whole(fresh_servers: ServerSet) -> None:
+    """`audit prune` refuses in one line while a transaction still running writes into the month (its rows would be
+    dropped unseen) or holds the sealing horizon below a row of it; once they ended it prunes with a sealed record
+    that `audit verify` accepts."""
+    with psycopg.connect(fresh_servers.admin_url, autocommit=True) as conn:
+        _rows(conn, None, 2, "2600 days", "old")
+        conn.execute("select clinicdb.ensure_audit_partitions(0)")
+        month, partition = _month(2600, conn)
+    with psycopg.connect(fresh_servers.admin_url) as writer:
+        _rows(writer, None, 1, "2600 days", "still running")
+        refused = _run(fresh_servers, "prune")
+        assert refused.exit_code == 1
+        assert refused.output.splitlines()[-1].startswith(
+            f"Error: audit month {month} ({partition}): a transaction still running is writing into it"
+        )
+        writer.rollback()
+    with (
+        psycopg.connect(fresh_servers.admin_url) as older,
+        psycopg.connect(fresh_servers.admin_url, autocommit=True) as conn,
+    ):
+        _rows(older, None, 1, "1 minute", "holds the horizon")
+        _rows(conn, None, 1, "2600 days", "committed after it began")
+        refused = _run(fresh_servers, "prune")
+        assert refused.exit_code == 1
+        assert refused.output.splitlines()[-1].startswith(
+            f"Error: audit month {month} ({partition}): 1 rows are not sealed yet, so it cannot be pruned"
+        )
+        older.rollback()
+    pruned = _run(fresh_servers, "prune")
+    assert pruned.exit_code == 0, pruned.output
+    assert "dropped 1 partition(s), 3 rows" in pruned.output
+    verified = _run(fresh_servers, "verify", "--expect", _head(pruned.output))
+    assert verified.exit_code == 0, verified.output
+
+
+def _migrate_before(url: str, migration_id: str) -> None:
+    """Apply the core migrations whose ids come before ``migration_id`` (a database as it was before it)."""
+    with schema._quiet():
+        found = schema._read([schema.set_folder(schema.CORE)])
+    chosen = found.__class__([m for m in found if m.id < migration_id])
+    with schema._backend(url) as backend, schema._quiet():
+        backend.apply_migrations(backend.to_apply(chosen))
+
+
+def test_a_trail_sealed_by_the_global_chain_stays_verifiable_after_0020(empty_db: str) -> None:
+    """Migration 0020 keeps the global chain as the legacy chain: heads kept before still check, months pruned
+    before stay excused, later rows go to per-clinic chains, and tampering with legacy evidence is reported."""
+    _migrate_before(empty_db, "0020")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        clinic = conn.execute("select clinicdb.create_clinic('Legacy')").fetchone()[0]  # type: ignore[index]
+        _rows(conn, clinic, 3, "2700 days", "pruned before")
+        _rows(conn, clinic, 3, "2500 days", "pruned after")
+        _rows(conn, None, 2, "2500 days", "pruned after, system")
+        _rows(conn, clinic, 4, "2 hours", "recent")
+        conn.execute("select clinicdb.ensure_audit_partitions(0)")
+        conn.execute("select count(*) from clinicdb.seal_audit(3)")
+        old_head = conn.execute("select head_block, head_hash from clinicdb.audit_seal_status()").fetchone()
+        assert old_head is not None
+        conn.execute("select count(*) from clinicdb.prune_audit(interval '2600 days', false)")
+        assert conn.execute("select count(*) from clinicdb.verify_audit()").fetchone() == (0,)
+        blocks = conn.execute("select block_no, block_hash from clinicdb.audit_seals order by 1").fetchall()
+
+    migrated = CliRunner().invoke(cli, ["migrate", "--database-url", empty_db])
+    assert migrated.exit_code == 0 and "0020.audit-chain-per-clinic" in migrated.output, migrated.output
+    run = functools.partial(_invoke, empty_db)
+    anchor = f"{old_head[0]}:{old_head[1]}"
+    kept = run("verify", "--expect", anchor)
+    assert kept.exit_code == 0, kept.output
+    assert f"legacy chain {len(blocks)} blocks" in kept.output
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert conn.execute("select block_no, block_hash from clinicdb.audit_seals_legacy order by 1").fetchall() == (
+            blocks
+        ), "the legacy chain is kept as it was"
+        assert conn.execute(
+            "select count(*) from clinicdb.audit_seals where kind = 'prune-legacy' and months[1] ="
+            " clinicdb.audit_month(now() - interval '2700 days')"
+        ).fetchone() == (1,), "the month pruned before the upgrade is sealed as pruned"
+        _rows(conn, clinic, 2, "1 hour", "after the cut-over")
+    sealed = run("seal", "--all")
+    assert sealed.exit_code == 0 and f"chain {clinic}:1:" in sealed.output, sealed.output
+    pruned = run("prune", "--retention-days", "2400")
+    assert pruned.exit_code == 0 and "dropped 1 partition(s), 5 rows" in pruned.output, pruned.output
+    assert run("verify", "--expect", anchor, "--expect", _head(pruned.output)).exit_code == 0
+
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        victim = conn.execute("select id from clinicdb.audit_log where purpose = 'recent 2'").fetchone()[0]  # type: ignore[index]
+        with conn.transaction():
+            conn.execute("select set_config('clinicdb.audit_maintenance', 'on', true)")
+            conn.execute("update clinicdb.audit_log set purpose = 'rewritten' where id = %s", (victim,))
+            last = conn.execute(
+                "delete from clinicdb.audit_seals_legacy where block_no = (select max(block_no)"
+                " from clinicdb.audit_seals_legacy) returning block_no, encode(block_hash, 'hex')"
+            ).fetchone()
+            assert last is not None
+    tampered = run("verify", "--expect", anchor)
+    assert tampered.exit_code == 1
+    assert f"row altered: audit row {victim} " in tampered.output
+    assert (
+        f"block missing: block {last[0]} of the legacy chain, its last, is missing: its hash was {last[1]}"
+    ) in tampered.output
+    assert f"anchor mismatch: block {old_head[0]} of the legacy chain no longer exists" in tampered.output
+
+
+def test_rolling_back_0020_reseals_into_the_global_chain(empty_db: str, other_db: str) -> None:
+    """Rolling back 0020 refuses while the chains fail verification; otherwise it re-seals every row after the
+    cut-over into the global chain, which the first format's verify accepts, and leaves the catalog as 0011 did."""
+    schema.apply(empty_db)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        clinic = conn.execute("select clinicdb.create_clinic('Back')").fetchone()[0]  # type: ignore[index]
+        _rows(conn, clinic, 3, "2 hours", "back")
+        _rows(conn, None, 1, "2 hours", "back system")
+    assert _invoke(empty_db, "seal", "--all").exit_code == 0
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("select set_config('clinicdb.audit_maintenance', 'on', true)")
+            conn.execute("update clinicdb.audit_log set purpose = 'rewritten' where purpose = 'back 1'")
+        with pytest.raises(psycopg.Error, match="rolling back 0020 would discard per-clinic seal chains"):
+            schema.rollback(empty_db)
+        with conn.transaction():
+            conn.execute("select set_config('clinicdb.audit_maintenance', 'on', true)")
+            conn.execute("update clinicdb.audit_log set purpose = 'back 1' where purpose = 'rewritten'")
+    assert schema.rollback(empty_db) == ["0020.audit-chain-per-clinic"]
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert conn.execute("select count(*) from clinicdb.verify_audit()").fetchone() == (0,)
+        sealed = conn.execute("select sum(row_count) from clinicdb.audit_seals").fetchone()
+        assert sealed == conn.execute("select count(*) from clinicdb.audit_log").fetchone(), "every row sealed again"
+    _migrate_before(other_db, "0020")
+    differences = catalog.diff(catalog.snapshot(other_db), catalog.snapshot(empty_db))
+    assert not differences, "\n".join(differences)
+    assert "0020.audit-chain-per-clinic" in schema.apply(empty_db)
+    assert _invoke(empty_db, "verify").exit_code == 0

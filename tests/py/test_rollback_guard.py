@@ -94,7 +94,7 @@ def test_destroy_data_proceeds_and_keeps_the_audit_trail(db: str) -> None:
     into the clinicdb_migrations schema, row for row."""
     _seed(db)
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("select clinicdb.seal_audit()")
+        conn.execute("select clinicdb.seal_audit(10000, 1, interval '0')")  # every row now, whatever the thresholds
     with psycopg.connect(db) as conn:
         ids = [r[0] for r in conn.execute("select id from clinicdb.audit_log order by id").fetchall()]
     code, output = _rollback(db, "--all", "--destroy-data")

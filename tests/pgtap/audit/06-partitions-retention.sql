@@ -36,10 +36,14 @@ select is((select count(*)::int from clinicdb.ensure_audit_partitions(3)), 0,
           'ensure_audit_partitions is idempotent');
 select throws_ok('select clinicdb.ensure_audit_partitions(-1)', '22023', null, 'a negative months_ahead is refused');
 
--- Retention: an old month, a month inside retention, and this month.
-insert into clinicdb.audit_log (logged_at, table_name, action, purpose) values
-    (now() - interval '2600 days', 'public.patients', 'access', 'old row'),
-    (now() - interval '2000 days', 'public.patients', 'access', 'kept row');
+-- Retention: an old month, a month inside retention, and this month. The
+-- old rows carry the txid of a finished transaction, as rows written years
+-- ago do: prune_audit seals a month before dropping it, and the rows of a
+-- transaction still running (this test's) cannot be sealed
+-- (tests/pgtap/audit/10-prune-sealed.sql).
+insert into clinicdb.audit_log (txid, logged_at, table_name, action, purpose) values
+    (3, now() - interval '2600 days', 'public.patients', 'access', 'old row'),
+    (3, now() - interval '2000 days', 'public.patients', 'access', 'kept row');
 select count(*) from clinicdb.ensure_audit_partitions(0);
 select set_eq($$select partition_name from clinicdb.prune_audit(interval '2555 days', true)$$,
               $$select 'clinicdb.audit_log_y' || to_char((now() - interval '2600 days') at time zone 'UTC', 'YYYY"m"MM')$$,
