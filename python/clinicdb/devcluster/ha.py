@@ -150,6 +150,16 @@ def find_ha_bindir() -> Path:
     )
 
 
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 def with_params(url: str, **params: str) -> str:
     """``url`` with these query parameters set (replacing any of the same name), the others kept."""
     parts = urlsplit(url)
@@ -511,15 +521,17 @@ class HAFormation:
         return pid
 
     def kill_node(self, name: str) -> None:
-        """SIGKILL the node's keeper and everything in its process group, the PostgreSQL server included."""
+        """SIGKILL everything of the node at once, as if its machine died: the keeper's process group (keeper and
+        postmaster) and the server's children (each backend leads a process group of its own)."""
         pid = self.keeper_pid(name)
         postmaster = self.postmaster_pid(name)
+        victims = _children(postmaster) if postmaster is not None else []
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        if postmaster is not None:
+        for victim in [p for p in (postmaster, *victims) if p is not None]:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(postmaster, signal.SIGKILL)
+                os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while (self.keeper_pid(name) or self.postmaster_pid(name)) and time.monotonic() < deadline:
             time.sleep(0.05)

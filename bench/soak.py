@@ -1,0 +1,424 @@
+"""``make soak``: the fault-injection suite against the pg_auto_failover formation of ``clinicdb dev up --ha``.
+
+Writers and readers run through the driver's callable forms (``run_write`` /
+``run_read``) across at least 20 clinics, every write carrying a request id,
+while faults are injected in turn:
+
+1. kill the primary's postmaster (its keeper stays);
+2. kill the whole primary node (keeper and postmaster), then start it again;
+3. kill the whole standby node, then start it again.
+
+After each fault, once the formation is back to a primary and a synchronous
+standby, it checks and prints: acknowledged writes lost (0), unknown-outcome
+writes settled through the audit trail's request id (none left unknown),
+failed writes found committed (0), every committed row has its audit row,
+``clinicdb audit verify`` passes, 0 rows returned to another clinic, reads
+failed outside the measured outage window (0), the rejoined node a
+synchronous standby again, and the measured write and read outage against the
+targets. The last line is ``soak: N passed, N failed``; the exit code is 1 on
+any failure. Figures and settings: docs/ha.md.
+
+Usage: python -m bench.soak [--steady S] [--observe S] [--clinics N] [--writers N] [--readers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from clinicdb import ClinicDB
+from clinicdb.devcluster.bootstrap import APP_LOGIN, bootstrap_url, dev_formation
+from clinicdb.devcluster.cluster import ClusterError
+from clinicdb.devcluster.ha import DRIVER_SETTINGS, HAFormation, HAStatus
+from clinicdb.errors import CommitOutcomeUnknown
+
+CLINICDB = str(Path(sys.executable).with_name("clinicdb"))
+
+
+class SoakError(RuntimeError):
+    """The formation or the workload did not recover: the remaining faults would prove nothing."""
+
+
+# -- what the workload saw ------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """One operation: when it started and ended, and how it went ("ok", "unknown" or "failed")."""
+
+    start: float
+    end: float
+    kind: str
+    request_id: str = ""
+    clinic: str = ""
+    error: str = ""
+
+
+@dataclass
+class Log:
+    """Everything the writers and readers did, appended under one lock."""
+
+    writes: list[Outcome] = field(default_factory=list)
+    reads: list[Outcome] = field(default_factory=list)
+    foreign_rows: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, into: list[Outcome], outcome: Outcome) -> None:
+        with self.lock:
+            into.append(outcome)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:160]
+
+
+class Workload:
+    """Writer and reader threads on one shared driver until ``stop()``."""
+
+    def __init__(self, db: ClinicDB, clinics: list[str], run: str, writers: int, readers: int) -> None:
+        self.db, self.clinics, self.run = db, clinics, run
+        self.log = Log()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._writer, args=(i,), daemon=True) for i in range(writers)]
+        self._threads += [threading.Thread(target=self._reader, args=(i,), daemon=True) for i in range(readers)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def wait_for_write(self, *, after: float, timeout: float) -> float | None:
+        """When the first write started after ``after`` was acknowledged (None: none within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.log.lock:
+                done = [w.end for w in self.log.writes if w.kind == "ok" and w.start > after]
+            if done:
+                return min(done)
+            time.sleep(0.1)
+        return None
+
+    def _writer(self, index: int) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            clinic = self.clinics[(index + seq) % len(self.clinics)]
+            rid = f"soak-{self.run}-w{index}-{seq}"
+
+            def insert(cur: psycopg.Cursor[Any], rid: str = rid) -> None:
+                cur.execute(
+                    "insert into patients (mrn, given_name, family_name) values (%s, 'Soak', %s)", (rid, self.run)
+                )
+
+            start = time.monotonic()
+            try:
+                self.db.run_write(insert, clinic, request_id=rid, user_id="soak")
+                self.log.add(self.log.writes, Outcome(start, time.monotonic(), "ok", rid, clinic))
+                self._stop.wait(0.01)
+            except CommitOutcomeUnknown as exc:
+                self.log.add(self.log.writes, Outcome(start, time.monotonic(), "unknown", rid, clinic, _short(exc)))
+                self._stop.wait(0.05)
+            except Exception as exc:
+                self.log.add(self.log.writes, Outcome(start, time.monotonic(), "failed", rid, clinic, _short(exc)))
+                self._stop.wait(0.05)
+
+    def _reader(self, index: int) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            clinic = self.clinics[(index * 7 + seq) % len(self.clinics)]
+
+            def latest(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+                cur.execute("select clinic_id::text from patients order by created_at desc limit 20")
+                return cur.fetchall()
+
+            start = time.monotonic()
+            try:
+                rows = self.db.run_read(latest, clinic)
+                foreign = sum(1 for row in rows if row[0] != clinic)
+                with self.log.lock:
+                    self.log.foreign_rows += foreign
+                self.log.add(self.log.reads, Outcome(start, time.monotonic(), "ok", clinic=clinic))
+                self._stop.wait(0.01)
+            except Exception as exc:
+                self.log.add(
+                    self.log.reads, Outcome(start, time.monotonic(), "failed", clinic=clinic, error=_short(exc))
+                )
+                self._stop.wait(0.05)
+
+
+def outage(events: list[Outcome], since: float, until: float) -> float:
+    """Seconds of the longest stretch in [since, until] without a successful operation finishing."""
+    ends = sorted(e.end for e in events if e.kind == "ok" and since <= e.end <= until)
+    marks = [since, *ends, until]
+    return max(b - a for a, b in itertools.pairwise(marks))
+
+
+# -- checks ---------------------------------------------------------------------------------------------------
+class Report:
+    """Check lines, counted for the closing ``soak: N passed, N failed``."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok: bool, text: str) -> None:
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+        print(f"  [{'pass' if ok else 'FAIL'}] {text}", flush=True)
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    write_target: float
+    inject: Callable[[HAFormation, HAStatus], str]  # returns the node it hit
+    restart: bool  # the node must be started again to rejoin
+
+
+def _kill_postmaster(formation: HAFormation, status: HAStatus) -> str:
+    assert status.primary is not None
+    formation.kill_postmaster(status.primary)
+    return status.primary
+
+
+def _kill_primary_node(formation: HAFormation, status: HAStatus) -> str:
+    assert status.primary is not None
+    formation.kill_node(status.primary)
+    return status.primary
+
+
+def _kill_standby_node(formation: HAFormation, status: HAStatus) -> str:
+    standby = next(n.name for n in status.nodes if n.name not in ("monitor", status.primary))
+    formation.kill_node(standby)
+    return standby
+
+
+FAULTS = [
+    Fault("kill the primary's postmaster", 10.0, _kill_postmaster, restart=False),
+    Fault("kill the whole primary node (keeper + postmaster)", 30.0, _kill_primary_node, restart=True),
+    Fault("kill the whole standby node (keeper + postmaster)", 10.0, _kill_standby_node, restart=True),
+]
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.formation = dev_formation()
+        self.report = Report()
+        self.run = uuid.uuid4().hex[:8]
+        self.began = time.monotonic()
+        self.phase_start = self.began
+        self.heads: list[str] = []
+        self.db: ClinicDB | None = None
+
+    def say(self, text: str) -> None:
+        print(f"soak: [{time.monotonic() - self.began:6.1f}s] {text}", flush=True)
+
+    def setup(self) -> tuple[ClinicDB, list[str]]:
+        self.say(f"run {self.run}: formation under {self.formation.root}")
+        status = self.formation.up(self.say)
+        self.say(f"{status.primary} is the primary; migrating and creating {self.args.clinics} clinics")
+        admin = self.formation.primary_url()
+        bootstrap_url(admin)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            clinics = [
+                str(conn.execute("select clinicdb.create_clinic(%s)", (f"soak {self.run} {i}",)).fetchone()[0])  # type: ignore[index]
+                for i in range(self.args.clinics)
+            ]
+        os.environ.update(DRIVER_SETTINGS)  # what `eval "$(clinicdb dev env --ha)"` sets
+        db = ClinicDB(
+            self.formation.primary_url(user=APP_LOGIN),
+            [self.formation.replica_url(user=APP_LOGIN)],
+            max_size=self.args.writers + self.args.readers + 2,
+            slow_transaction=0,
+        )
+        return db, clinics
+
+    def admin(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.formation.primary_url(), autocommit=True, connect_timeout=5)
+
+    def run_all(self) -> int:
+        db, clinics = self.setup()
+        self.db = db
+        work = Workload(db, clinics, self.run, self.args.writers, self.args.readers)
+        work.start()
+        try:
+            for number, fault in enumerate(FAULTS, 1):
+                try:
+                    self.fault(number, fault, work)
+                except (SoakError, ClusterError) as exc:
+                    self.report.check(False, f"fault {number} ({fault.name}): {exc}; the remaining faults are skipped")
+                    break
+        finally:
+            work.stop()
+            db.close()
+        print(f"soak: {self.report.passed} passed, {self.report.failed} failed", flush=True)
+        return 1 if self.report.failed else 0
+
+    def fault(self, number: int, fault: Fault, work: Workload) -> None:
+        self.say(f"steady load for {self.args.steady:.0f}s before fault {number}")
+        time.sleep(self.args.steady)
+        before = self.formation.status()
+        if not before.settled:
+            self.formation.wait(lambda s: s.settled, "a primary and a synchronous standby", say=self.say)
+            before = self.formation.status()
+        t0, wall0 = time.monotonic(), time.time()
+        hit = fault.inject(self.formation, before)
+        done = time.monotonic()
+        self.say(f"fault {number}: {fault.name}: {hit} (primary was {before.primary})")
+        back = work.wait_for_write(after=done, timeout=180)
+        if back is None:
+            raise SoakError(f"no write was acknowledged within 180s of fault {number}")
+        self.say(f"writes acknowledged again {back - t0:.1f}s after the fault")
+        time.sleep(self.args.observe)
+        if fault.restart:
+            self.say(f"starting {hit}'s keeper again: it rejoins by itself")
+            self.formation.start_keeper(hit)
+        status = self.formation.wait(lambda s: s.settled, "a primary and a synchronous standby", say=self.say)
+        time.sleep(self.args.observe)
+        t_end = time.monotonic()
+        self.say(f"fault {number} done: {status.primary} primary, {hit} back as a synchronous standby or primary")
+        self.timeline(wall0)
+        self.checks(number, fault, work, t0, t_end, status)
+
+    def timeline(self, since: float) -> None:
+        """The monitor's events since the fault, seconds after it: what the server side took."""
+        with psycopg.connect(self.formation.monitor_url(), autocommit=True, connect_timeout=5) as conn:
+            events = conn.execute(
+                "select extract(epoch from eventtime)::float8 - %s, nodename, reportedstate::text, goalstate::text"
+                " from pgautofailover.event where eventtime >= to_timestamp(%s) order by eventid",
+                (since, since),
+            ).fetchall()
+        seen: set[tuple[str, str]] = set()
+        for at, node, reported, goal in events:
+            if (node, goal) not in seen and reported != goal:
+                seen.add((node, goal))
+                print(f"    monitor +{at:5.1f}s: {node} {reported} -> {goal}", flush=True)
+
+    def checks(self, number: int, fault: Fault, work: Workload, t0: float, t_end: float, status: HAStatus) -> None:
+        with work.log.lock:
+            writes = list(work.log.writes)
+            reads = list(work.log.reads)
+            foreign = work.log.foreign_rows
+        phase = [w for w in writes if self.phase_start <= w.end <= t_end]
+        phase_reads = [r for r in reads if self.phase_start <= r.end <= t_end]
+        write_out = outage(writes, t0, t_end)
+        read_out = outage(reads, t0, t_end)
+        counts = {kind: sum(1 for w in phase if w.kind == kind) for kind in ("ok", "unknown", "failed")}
+        print(
+            f"fault {number}: {fault.name}: {counts['ok']} writes acknowledged, {counts['unknown']} unknown,"
+            f" {counts['failed']} failed; {len(phase_reads)} reads, {sum(r.kind == 'failed' for r in phase_reads)}"
+            " failed",
+            flush=True,
+        )
+        # Everything written since the soak began, checked again after each fault.
+        acked = {w.request_id for w in writes if w.kind == "ok"}
+        unknown = [w for w in writes if w.kind == "unknown"]
+        failed = {w.request_id for w in writes if w.kind == "failed"}
+        with self.admin() as conn:
+            present = {
+                r[0] for r in conn.execute("select mrn from patients where family_name = %s", (self.run,)).fetchall()
+            }
+            audited = {
+                r[0]
+                for r in conn.execute(
+                    "select distinct request_id from clinicdb.audit_log where request_id like %s",
+                    (f"soak-{self.run}-%",),
+                ).fetchall()
+            }
+        lost = acked - present
+        self.report.check(not lost, f"acknowledged writes lost: {len(lost)} of {len(acked)}")
+        settled = {w.request_id: self.settle(w, audited) for w in unknown}
+        found = sum(settled.values())
+        consistent = all(settled[w.request_id] == (w.request_id in present) for w in unknown)
+        self.report.check(
+            consistent,
+            f"unknown-outcome writes settled by request id: {len(unknown)}"
+            f" ({found} found committed, {len(unknown) - found} not), none left unknown",
+        )
+        self.report.check(not (failed & present), f"failed writes found committed: {len(failed & present)}")
+        unaudited = present - audited
+        self.report.check(not unaudited, f"committed rows without their audit row: {len(unaudited)} of {len(present)}")
+        self.report.check(
+            self.audit_verify(),
+            f"clinicdb audit seal --all, then audit verify against {len(self.heads)} heads printed so far",
+        )
+        self.report.check(foreign == 0, f"rows returned to another clinic: {foreign}")
+        window_end = t0 + write_out + 1.0
+        stray = [r for r in phase_reads if r.kind == "failed" and (r.end < t0 or r.start > window_end)]
+        self.report.check(
+            not stray,
+            f"reads failed outside the outage window: {len(stray)}" + (f" (first: {stray[0].error})" if stray else ""),
+        )
+        self.report.check(status.settled, "the formation is a primary and a synchronous standby again")
+        self.report.check(
+            write_out <= fault.write_target, f"write outage {write_out:.1f}s (target <= {fault.write_target:.0f}s)"
+        )
+        self.report.check(read_out <= max(write_out, 1.0), f"read outage {read_out:.1f}s (target <= write outage)")
+        self.phase_start = t_end
+
+    def settle(self, write: Outcome, audited: set[str]) -> bool:
+        """Did an unknown-outcome write commit? ``db.settle`` where the driver has it, else the audit trail."""
+        settle = getattr(self.db, "settle", None)
+        if settle is not None:
+            return bool(settle(write.request_id, write.clinic))
+        return write.request_id in audited
+
+    def audit_verify(self) -> bool:
+        """``clinicdb audit seal --all`` (every final row now), then ``audit verify`` against every head printed."""
+        env = {"CLINICDB_ADMIN_URL": self.formation.primary_url(), "PATH": "/usr/bin:/bin"}
+        seal = subprocess.run(
+            [CLINICDB, "audit", "seal", "--all"], capture_output=True, text=True, env=env, check=False
+        )
+        heads = [line.split()[1] for line in seal.stdout.splitlines() if line.startswith("head:")]
+        self.heads += heads
+        expect = [arg for head in self.heads for arg in ("--expect", head)]
+        verify = subprocess.run(
+            [CLINICDB, "audit", "verify", *expect], capture_output=True, text=True, env=env, check=False
+        )
+        for name, done in (("seal --all", seal), ("verify", verify)):
+            if done.returncode != 0:
+                print(f"    clinicdb audit {name}: {(done.stderr or done.stdout).strip()[-300:]}", flush=True)
+                return False
+        return bool(heads)
+
+
+def main(argv: list[str]) -> int:
+    # The pool logs each failed reconnection during an outage; the soak reports what matters itself.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    parser = argparse.ArgumentParser(prog="make soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steady", type=float, default=10.0, help="seconds of load before each fault")
+    parser.add_argument("--observe", type=float, default=5.0, help="seconds to watch after failover and rejoin")
+    parser.add_argument("--clinics", type=int, default=20)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--readers", type=int, default=4)
+    args = parser.parse_args(argv)
+    if args.clinics < 20:
+        parser.error("--clinics must be at least 20")
+    with contextlib.suppress(KeyboardInterrupt):
+        return Soak(args).run_all()
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
