@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -40,7 +39,15 @@ from clinicdb.devcluster.binaries import (
     run_as_server,
     spawn_as_server,
 )
-from clinicdb.devcluster.cluster import CONF_FILE, SUPERUSER, ClusterError, _alive, _port_free, free_port
+from clinicdb.devcluster.cluster import (
+    CONF_FILE,
+    SUPERUSER,
+    ClusterError,
+    ServersUnder,
+    _alive,
+    _port_free,
+    stop_pid,
+)
 
 HA_PACKAGES = ("pg-auto-failover-cli", "postgresql-15-auto-failover")
 STATE_FILE = "ha.json"
@@ -168,7 +175,7 @@ def with_params(url: str, **params: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
-class HAFormation:
+class HAFormation(ServersUnder):
     """A pg_auto_failover monitor and two data nodes under ``root`` (``<dev dir>/ha``).
 
     ``up`` is idempotent: keepers already running are left alone, stopped ones
@@ -176,11 +183,11 @@ class HAFormation:
     """
 
     names = (MONITOR, *NODES)
+    state_file = STATE_FILE
 
     def __init__(self, root: Path | str, *, database: str = "clinicdb") -> None:
-        self.root = Path(root).resolve()
+        super().__init__(root)
         self.database = database
-        self._state: dict[str, Any] = self._load_state()
         self._uri: str | None = None
 
     # -- layout -----------------------------------------------------------------
@@ -189,13 +196,6 @@ class HAFormation:
 
     def log_file(self, name: str) -> Path:
         return self.root / "log" / f"{name}.log"
-
-    def port(self, name: str) -> int:
-        ports: dict[str, int] = self._state.setdefault("ports", {})
-        if name not in ports:
-            ports[name] = free_port()
-            self._save_state()
-        return ports[name]
 
     def keeper_pid(self, name: str) -> int | None:
         """The PID (and process group) of the node's ``pg_autoctl run``, when it is alive."""
@@ -222,18 +222,6 @@ class HAFormation:
 
     def node_url(self, name: str, *, database: str | None = None) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port(name)}/{database or self.database}"
-
-    # -- state ------------------------------------------------------------------
-    def _load_state(self) -> dict[str, Any]:
-        path = self.root / STATE_FILE
-        if path.exists():
-            loaded: dict[str, Any] = json.loads(path.read_text())
-            return loaded
-        return {}
-
-    def _save_state(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / STATE_FILE).write_text(json.dumps(self._state, indent=2) + "\n")
 
     # -- pg_autoctl -------------------------------------------------------------
     def _xdg(self) -> dict[str, str]:
@@ -321,6 +309,19 @@ class HAFormation:
             )
         return port
 
+    def _create_args(self, kind: str, name: str, port: int, bindir: Path) -> list[str]:
+        """``pg_autoctl create KIND`` for one member: loopback only, trust on loopback, no TLS (docs/ha.md)."""
+        return [
+            "create", kind,
+            "--pgdata", str(self.data_dir(name)),
+            "--pgport", str(port),
+            "--pgctl", str(bindir / "pg_ctl"),
+            "--hostname", "127.0.0.1",
+            "--listen", "127.0.0.1",
+            "--auth", "trust",
+            "--no-ssl",
+        ]  # fmt: skip
+
     def _monitor_settings(self) -> bool:
         """Write the monitor's failover settings into its data directory; True when they changed."""
         data = self.data_dir(MONITOR)
@@ -346,17 +347,7 @@ class HAFormation:
         port = self._free_recorded_port(MONITOR)
         if not self.created(MONITOR):
             say(f"creating the pg_auto_failover monitor on port {port}")
-            self.autoctl(
-                "create", "monitor",
-                "--pgdata", str(self.data_dir(MONITOR)),
-                "--pgport", str(port),
-                "--pgctl", str(bindir / "pg_ctl"),
-                "--hostname", "127.0.0.1",
-                "--listen", "127.0.0.1",
-                "--auth", "trust",
-                "--no-ssl",
-                bindir=bindir, timeout=300,
-            )  # fmt: skip
+            self.autoctl(*self._create_args("monitor", MONITOR, port, bindir), bindir=bindir, timeout=300)
         self._install_settings(MONITOR, restart=False)  # the monitor's server is stopped here
         self._monitor_settings()
         say(f"starting the monitor's keeper ({self.log_file(MONITOR)})")
@@ -390,17 +381,10 @@ class HAFormation:
             return
         say(f"creating {name} on port {port} ({self.log_file(name)})")
         create = [
-            "create", "postgres",
-            "--pgdata", str(self.data_dir(name)),
-            "--pgport", str(port),
-            "--pgctl", str(bindir / "pg_ctl"),
-            "--hostname", "127.0.0.1",
-            "--listen", "127.0.0.1",
+            *self._create_args("postgres", name, port, bindir),
             "--name", name,
             "--dbname", self.database,
             "--monitor", f"postgres://autoctl_node@127.0.0.1:{self.port(MONITOR)}/{MONITOR_DATABASE}",
-            "--auth", "trust",
-            "--no-ssl",
             "--run",
         ]  # fmt: skip
         # The first node initdb's its own data directory (up() then adds clinicdb.conf); a later one is a
@@ -426,13 +410,8 @@ class HAFormation:
     def _restart_postgres(self, name: str) -> None:
         """Make a running node read settings that need a restart: stop its server; its keeper starts it again."""
         pid = self.postmaster_pid(name)
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if pid is not None:
+            stop_pid(pid, signal.SIGINT, timeout=60)
 
     def _wait_connectable(self, url: str, name: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -501,15 +480,9 @@ class HAFormation:
         pid = self.keeper_pid(name)
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            reap(pid)
-            if not _alive(pid) and self.postmaster_pid(name) is None:
-                return True
-            time.sleep(0.05)
-        raise ClusterError(f"{name}'s keeper (pid {pid}) did not stop within {timeout:.0f}s")
+        if not stop_pid(pid, signal.SIGTERM, timeout=timeout, also=lambda: self.postmaster_pid(name) is None):
+            raise ClusterError(f"{name}'s keeper (pid {pid}) did not stop within {timeout:.0f}s")
+        return True
 
     # -- faults (the soak) --------------------------------------------------------
     def kill_postmaster(self, name: str) -> int:
