@@ -92,8 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CLINICDB_POOL_RECONNECT_TIMEOUT_MS",
         "300000",
         "Driver: how long a pool retries, with doubling waits, a connection it lost before dropping the attempt"
-        " (the next transaction then starts a fresh one); `dev env --ha` sets 1000 so writes follow a failover"
-        " within a second of the new primary (docs/ha.md).",
+        " (the next transaction then starts a fresh one); `dev env --ha` sets 1000 (docs/ha.md).",
     ),
     Setting(
         "CLINICDB_REPLICA_ACQUIRE_TIMEOUT_MS",

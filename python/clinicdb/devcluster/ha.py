@@ -88,6 +88,9 @@ CLIENT_PARAMS: dict[str, str] = {
 # (1, 2, 4, 8, 16 s ...), which would leave writes down for seconds after the new primary is up.
 DRIVER_SETTINGS: dict[str, str] = {
     "CLINICDB_POOL_RECONNECT_TIMEOUT_MS": "1000",
+    # A transaction that finds no connection waits at most a second: then the next one asks the pool again, and
+    # each ask while the pool has no connection starts a new connection attempt (psycopg_pool grows on demand).
+    "CLINICDB_ACQUIRE_TIMEOUT_MS": "1000",
 }
 
 
