@@ -18,7 +18,7 @@ synchronous standby again, and the measured write and read outage against the
 targets. The last line is ``soak: N passed, N failed``; the exit code is 1 on
 any failure. Figures and settings: docs/ha.md.
 
-Usage: python -m bench.soak [--steady S] [--observe S] [--clinics N] [--writers N] [--readers N]
+Usage: python -m bench.soak [--steady S] [--observe S] [--faults 1 2 3] [--clinics N] [--writers N] [--readers N]
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ class Soak:
         self.phase_start = self.began
         self.heads: list[str] = []
         self.db: ClinicDB | None = None
+        self.routes: dict[str, int] = {}
 
     def say(self, text: str) -> None:
         print(f"soak: [{time.monotonic() - self.began:6.1f}s] {text}", flush=True)
@@ -264,6 +265,8 @@ class Soak:
         work.start()
         try:
             for number, fault in enumerate(FAULTS, 1):
+                if self.args.faults and number not in self.args.faults:
+                    continue
                 try:
                     self.fault(number, fault, work)
                 except (SoakError, ClusterError) as exc:
@@ -309,10 +312,10 @@ class Soak:
                 " from pgautofailover.event where eventtime >= to_timestamp(%s) order by eventid",
                 (since, since),
             ).fetchall()
-        seen: set[tuple[str, str]] = set()
+        shown: set[tuple[str, str, str]] = set()
         for at, node, reported, goal in events:
-            if (node, goal) not in seen and reported != goal:
-                seen.add((node, goal))
+            if (node, reported, goal) not in shown:
+                shown.add((node, reported, goal))
                 print(f"    monitor +{at:5.1f}s: {node} {reported} -> {goal}", flush=True)
 
     def checks(self, number: int, fault: Fault, work: Workload, t0: float, t_end: float, status: HAStatus) -> None:
@@ -320,6 +323,9 @@ class Soak:
             writes = list(work.log.writes)
             reads = list(work.log.reads)
             foreign = work.log.foreign_rows
+        routes = self.route_counts()
+        by_route = ", ".join(f"{routes[k] - self.routes.get(k, 0)} {k}" for k in sorted(routes))
+        self.routes = routes
         phase = [w for w in writes if self.phase_start <= w.end <= t_end]
         phase_reads = [r for r in reads if self.phase_start <= r.end <= t_end]
         write_out = outage(writes, t0, t_end)
@@ -328,7 +334,7 @@ class Soak:
         print(
             f"fault {number}: {fault.name}: {counts['ok']} writes acknowledged, {counts['unknown']} unknown,"
             f" {counts['failed']} failed; {len(phase_reads)} reads, {sum(r.kind == 'failed' for r in phase_reads)}"
-            " failed",
+            f" failed (transactions by route: {by_route})",
             flush=True,
         )
         # Everything written since the soak began, checked again after each fault.
@@ -377,6 +383,10 @@ class Soak:
         self.report.check(read_out <= max(write_out, 1.0), f"read outage {read_out:.1f}s (target <= write outage)")
         self.phase_start = t_end
 
+    def route_counts(self) -> dict[str, int]:
+        assert self.db is not None
+        return {k: int(v["transactions"]) for k, v in self.db.metrics()["routes"].items()}
+
     def settle(self, write: Outcome, audited: set[str]) -> bool:
         """Did an unknown-outcome write commit? ``db.settle`` where the driver has it, else the audit trail."""
         settle = getattr(self.db, "settle", None)
@@ -409,6 +419,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="make soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steady", type=float, default=10.0, help="seconds of load before each fault")
     parser.add_argument("--observe", type=float, default=5.0, help="seconds to watch after failover and rejoin")
+    parser.add_argument("--faults", type=int, nargs="*", choices=range(1, len(FAULTS) + 1), help="only these (1-3)")
     parser.add_argument("--clinics", type=int, default=20)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--readers", type=int, default=4)
