@@ -10,7 +10,7 @@ export CLINICDB_PG_BINDIR := $(PG_BINDIR)
 export PATH := $(PG_BINDIR):$(PATH)
 endif
 
-.PHONY: default demo test test-pgtap test-py test-fresh-clone lint lock-migrations generate bench soak system-deps venv down clean
+.PHONY: default demo test test-pgtap test-py test-psycopg-matrix test-fresh-clone lint lock-migrations generate bench soak system-deps venv down clean
 
 default: test lint
 
@@ -29,6 +29,23 @@ test-pgtap: venv
 # pytest over tests/py/ (exit code 5, "no tests ran", fails too).
 test-py: venv
 	$(BIN)/pytest
+
+# The driver's suites on the oldest and the newest supported psycopg, each in a venv of its own (.venv-psycopg-*).
+# (--no-deps for the oldest: psycopg 3.2.0's [binary] extra names a psycopg-binary 3.2.0.dev1 that was never published.)
+PSYCOPG_OLDEST ?= --no-deps 'psycopg==3.2.0' 'psycopg-binary==3.2.0' 'psycopg-pool==3.2.0'
+PSYCOPG_NEWEST ?= --upgrade 'psycopg[binary]>=3.2,<4' 'psycopg-pool>=3.2,<4'
+DRIVER_TESTS ?= tests/py/test_driver*.py tests/py/test_cli_driver.py tests/py/test_keys_keyring_cache.py
+test-psycopg-matrix: system-deps
+	@set -e; for which in oldest newest; do \
+	    venv=.venv-psycopg-$$which; \
+	    [ -x $$venv/bin/python ] || $(PYTHON) -m venv $$venv; \
+	    $$venv/bin/pip install --quiet --upgrade pip; \
+	    $$venv/bin/pip install --quiet -e ".[dev]"; \
+	    if [ $$which = oldest ]; then $$venv/bin/pip install --quiet $(PSYCOPG_OLDEST); \
+	    else $$venv/bin/pip install --quiet $(PSYCOPG_NEWEST); fi; \
+	    echo "== $$which: $$($$venv/bin/python -c 'import psycopg, psycopg_pool; print("psycopg", psycopg.__version__, "psycopg_pool", psycopg_pool.__version__)')"; \
+	    $$venv/bin/pytest -q $(DRIVER_TESTS); \
+	done
 
 # The checkers pre-commit runs too; the last two fail when sync.py is not generated from asyncio.py
 # and when a published migration changed (or a new one is not locked yet).

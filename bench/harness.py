@@ -26,6 +26,7 @@ class Ratio:
     target: float | None = None
     unit: str = "ops/s"
     notes: list[str] = field(default_factory=list)
+    lower_is_better: bool = False  # a cost (CPU per transaction): the target is a ceiling
 
     @property
     def value(self) -> float:
@@ -33,7 +34,9 @@ class Ratio:
 
     @property
     def meets_target(self) -> bool | None:
-        return None if self.target is None else self.value >= self.target
+        if self.target is None:
+            return None
+        return self.value <= self.target if self.lower_is_better else self.value >= self.target
 
 
 def throughput(op: Callable[[], object], *, seconds: float = 2.0, warmup: float = 0.3) -> float:
@@ -153,7 +156,7 @@ def print_ratios(title: str, ratios: Sequence[Ratio]) -> None:
     width = max((len(r.name) for r in ratios), default=10)
     for r in ratios:
         verdict = "" if r.meets_target is None else ("ok" if r.meets_target else "BELOW TARGET")
-        target = f"target >= {r.target:.2f}" if r.target is not None else ""
+        target = f"target {'<=' if r.lower_is_better else '>='} {r.target:.2f}" if r.target is not None else ""
         print(
             f"  {r.name.ljust(width)}  ratio {r.value:6.3f}  {target:15}  {verdict:12}"
             f"  ({r.candidate:,.1f} vs {r.baseline:,.1f} {r.unit})"

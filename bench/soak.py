@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import itertools
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -35,16 +34,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from clinicdb import ClinicDB
+from clinicdb import ClinicDB, CommitOutcomeUnknown, Options
 from clinicdb.devcluster.bootstrap import APP_LOGIN, bootstrap_url, dev_formation
 from clinicdb.devcluster.cluster import ClusterError
-from clinicdb.devcluster.ha import DRIVER_SETTINGS, HAFormation, HAStatus
-from clinicdb.errors import CommitOutcomeUnknown
+from clinicdb.devcluster.ha import HAFormation, HAStatus
 
 CLINICDB = str(Path(sys.executable).with_name("clinicdb"))
 
@@ -64,6 +63,7 @@ class Outcome:
     request_id: str = ""
     clinic: str = ""
     error: str = ""
+    started_at: datetime | None = None  # an unknown outcome: when the driver says the transaction began
 
 
 @dataclass
@@ -133,7 +133,10 @@ class Workload:
                 self.log.add(self.log.writes, Outcome(start, time.monotonic(), "ok", rid, clinic))
                 self._stop.wait(0.01)
             except CommitOutcomeUnknown as exc:
-                self.log.add(self.log.writes, Outcome(start, time.monotonic(), "unknown", rid, clinic, _short(exc)))
+                ended = time.monotonic()
+                self.log.add(
+                    self.log.writes, Outcome(start, ended, "unknown", rid, clinic, _short(exc), exc.started_at)
+                )
                 self._stop.wait(0.05)
             except Exception as exc:
                 self.log.add(self.log.writes, Outcome(start, time.monotonic(), "failed", rid, clinic, _short(exc)))
@@ -246,12 +249,10 @@ class Soak:
                 str(conn.execute("select clinicdb.create_clinic(%s)", (f"soak {self.run} {i}",)).fetchone()[0])  # type: ignore[index]
                 for i in range(self.args.clinics)
             ]
-        os.environ.update(DRIVER_SETTINGS)  # what `eval "$(clinicdb dev env --ha)"` sets
+        # The URLs `eval "$(clinicdb dev env --ha)"` exports; every other setting from the environment.
+        options = Options.from_env(max_size=self.args.writers + self.args.readers + 2, slow_transaction=0)
         db = ClinicDB(
-            self.formation.primary_url(user=APP_LOGIN),
-            [self.formation.replica_url(user=APP_LOGIN)],
-            max_size=self.args.writers + self.args.readers + 2,
-            slow_transaction=0,
+            self.formation.primary_url(user=APP_LOGIN), [self.formation.replica_url(user=APP_LOGIN)], options=options
         )
         return db, clinics
 
@@ -354,7 +355,7 @@ class Soak:
             }
         lost = acked - present
         self.report.check(not lost, f"acknowledged writes lost: {len(lost)} of {len(acked)}")
-        settled = {w.request_id: self.settle(w, audited) for w in unknown}
+        settled = {w.request_id: self.settle(w) for w in unknown}
         found = sum(settled.values())
         consistent = all(settled[w.request_id] == (w.request_id in present) for w in unknown)
         self.report.check(
@@ -387,12 +388,10 @@ class Soak:
         assert self.db is not None
         return {k: int(v["transactions"]) for k, v in self.db.metrics()["routes"].items()}
 
-    def settle(self, write: Outcome, audited: set[str]) -> bool:
-        """Did an unknown-outcome write commit? ``db.settle`` where the driver has it, else the audit trail."""
-        settle = getattr(self.db, "settle", None)
-        if settle is not None:
-            return bool(settle(write.request_id, write.clinic))
-        return write.request_id in audited
+    def settle(self, write: Outcome) -> bool:
+        """Did an unknown-outcome write commit? ``db.settle`` asks the audit trail on the primary by request id."""
+        assert self.db is not None
+        return self.db.settle(write.request_id, write.clinic, since=write.started_at)
 
     def audit_verify(self) -> bool:
         """``clinicdb audit seal --all`` (every final row now), then ``audit verify`` against every head printed."""

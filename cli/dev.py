@@ -15,7 +15,7 @@ from clinicdb.devcluster.bootstrap import (
     dev_dir_choice,
     dev_formation,
 )
-from clinicdb.devcluster.ha import DRIVER_SETTINGS, HAFormation, find_ha_bindir
+from clinicdb.devcluster.ha import HAFormation, find_ha_bindir
 
 from ._common import friendly_errors, print_table
 
@@ -162,9 +162,7 @@ def env(ha: bool) -> None:
         eval "$(clinicdb dev env)"
     """
     formation = _use_ha(ha)
-    extra: dict[str, str] = {}
     if formation is not None:
-        extra = DRIVER_SETTINGS
         primary, replicas, admin = (
             formation.primary_url(user=APP_LOGIN),
             formation.replica_url(user=APP_LOGIN),
@@ -173,13 +171,11 @@ def env(ha: bool) -> None:
     else:
         cluster = dev_cluster()
         primary = cluster.url("primary", user=APP_LOGIN)
-        replicas = ",".join(cluster.replica_urls(user=APP_LOGIN))
+        replicas = " ".join(cluster.replica_urls(user=APP_LOGIN))
         admin = cluster.url("primary")
     click.echo(f"export CLINICDB_DATABASE_URL={shlex.quote(primary)}")
     click.echo(f"export CLINICDB_REPLICA_URLS={shlex.quote(replicas)}")
     click.echo(f"export CLINICDB_ADMIN_URL={shlex.quote(admin)}")
-    for name, value in extra.items():
-        click.echo(f"export {name}={shlex.quote(value)}")
 
 
 def register(cli: click.Group) -> None:

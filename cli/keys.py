@@ -14,12 +14,13 @@ from pathlib import Path
 import click
 import psycopg
 
-from clinicdb import encryption
+from clinicdb import encryption, set_scope
 from clinicdb.devcluster.bootstrap import dev_dir
 from clinicdb.keys import (
     dev_master_key,
     generate_master_key,
     load_master_key,
+    master_key_settings,
     read_key_file,
     set_master_key,
     write_key_file,
@@ -267,10 +268,7 @@ def demo_encryption(admin_url: str, app_url: str, clinic_id: uuid.UUID, master_k
     encryption.ensure_key(admin_url, clinic_id, master_key)
     with psycopg.connect(app_url) as app:
         with app.transaction():
-            app.execute(
-                "select set_config('app.clinic_id', %s, true), set_config('app.master_key', %s, true)",
-                (str(clinic_id), master_key),
-            )
+            set_scope(app, clinic_id, settings=master_key_settings(master_key))
             app.execute(
                 "insert into patients (mrn, given_name, family_name, ssn, phone)"
                 " values ('E-001', 'Eve', 'Example', %s, %s) on conflict (clinic_id, mrn) do nothing",
@@ -287,10 +285,7 @@ def demo_encryption(admin_url: str, app_url: str, clinic_id: uuid.UUID, master_k
         click.echo("  stored (the operator reads the raw table): ssn is NULL, only ciphertext rests")
         print_table(["mrn", "ssn", "key_version", "ssn_ciphertext", "ssn_blind_index"], raw)
         with app.transaction():
-            app.execute(
-                "select set_config('app.clinic_id', %s, true), set_config('app.master_key', %s, true)",
-                (str(clinic_id), master_key),
-            )
+            set_scope(app, clinic_id, settings=master_key_settings(master_key))
             rows = app.execute(
                 "select mrn, ssn, phone from patients_decrypted"
                 " where ssn_blind_index = any (clinicdb.blind_index('public.patients', 'ssn', %s))",
@@ -300,7 +295,7 @@ def demo_encryption(admin_url: str, app_url: str, clinic_id: uuid.UUID, master_k
         print_table(["mrn", "ssn", "phone"], rows)
         try:
             with app.transaction():
-                app.execute("select set_config('app.clinic_id', %s, true)", (str(clinic_id),))
+                set_scope(app, clinic_id)
                 app.execute("select ssn from patients_decrypted where mrn = 'E-001'").fetchall()
         except psycopg.Error as exc:
             click.echo(f"\n  the same read without the master key: refused: {exc.diag.message_primary}")

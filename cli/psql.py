@@ -11,6 +11,8 @@ import uuid
 import click
 import psycopg
 
+from clinicdb._scope import make_scope, scope_script
+
 from ._common import admin_url_option, friendly_errors, resolve_admin_url
 
 ROLES = ("clinicdb_readonly", "clinicdb_app")
@@ -22,7 +24,7 @@ def psqlrc(clinic_id: uuid.UUID, role: str) -> str:
         "\\set QUIET on\n"
         "\\set ON_ERROR_STOP on\n"
         f"set role {role};\n"
-        f"select set_config('app.clinic_id', '{clinic_id}', false);\n"
+        f"{scope_script(make_scope(clinic_id), local=False)};\n"
         "\\set ON_ERROR_STOP off\n"
         f"\\set PROMPT1 '%/ [clinic {str(clinic_id)[:8]} as {role}]%R%# '\n"
         f"\\set PROMPT2 '%/ [clinic {str(clinic_id)[:8]}]%R%# '\n"

@@ -52,6 +52,8 @@ RENAMES = {
     "_AsyncServer": "_Server",
     "_AsyncClinicConnection": "_ClinicConnection",
     "_AsyncClinicCursor": "_ClinicCursor",
+    "_AsyncTransaction": "_Transaction",
+    "ready_async": "ready",
     "psycopg.AsyncTransaction": "psycopg.Transaction",
     "psycopg.AsyncPipeline": "psycopg.Pipeline",
     "AConn": "Conn",

@@ -1,20 +1,22 @@
 """clinicdb: many clinics' patient data in one PostgreSQL database, kept apart by the database.
 
-The public surface: ``ClinicDB`` and ``AsyncClinicDB`` (the driver),
-``clinic_scope`` and ``current_scope`` (the contextvars scope),
-``CausalToken``, ``DriverConfig`` and the driver's exceptions.
+The public surface: ``ClinicDB`` and ``AsyncClinicDB`` (the driver) and their
+``Options`` (``DriverConfig`` is its old name), ``clinic_scope`` and
+``current_scope`` (the contextvars scope), ``set_scope`` (the clinic on a
+psycopg connection of your own), ``CausalToken`` and the driver's exceptions.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from clinicdb._config import DriverConfig
-from clinicdb._scope import Scope, clinic_scope, current_scope
+from clinicdb._config import DriverConfig, Options
+from clinicdb._scope import Scope, clinic_scope, current_scope, set_scope
 from clinicdb._tokens import CausalToken
 from clinicdb.asyncio import AsyncClinicDB
 from clinicdb.errors import (
     ClinicDBError,
     CommitOutcomeUnknown,
     NoClinicScope,
+    NotSent,
     PoolExhausted,
     TransactionAborted,
     UnsafeLogin,
@@ -34,6 +36,8 @@ __all__ = [
     "CommitOutcomeUnknown",
     "DriverConfig",
     "NoClinicScope",
+    "NotSent",
+    "Options",
     "PoolExhausted",
     "Scope",
     "TransactionAborted",
@@ -41,4 +45,5 @@ __all__ = [
     "__version__",
     "clinic_scope",
     "current_scope",
+    "set_scope",
 ]

@@ -1,12 +1,15 @@
-"""The driver's knobs: one frozen dataclass, filled from ``CLINICDB_*`` settings.
+"""The driver's knobs: one frozen ``Options`` object, filled from ``CLINICDB_*`` settings.
 
-Every field maps to one setting in :mod:`clinicdb.settings` (documented there
-and in docs/driver.md); constructor keywords override the environment.
+``ClinicDB(primary, replicas, options=Options(...))`` or ``options=Options.from_env()``;
+``ClinicDB(primary, replicas, max_size=4)`` still works (the keywords override the
+environment). Every field maps to one setting in :mod:`clinicdb.settings`
+(documented there, in the README and in docs/driver.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,6 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "min_size": ("CLINICDB_POOL_MIN_SIZE", "1"),
     "max_size": ("CLINICDB_POOL_MAX_SIZE", "10"),
     "acquire_timeout": ("CLINICDB_ACQUIRE_TIMEOUT_MS", "5000"),
-    "reconnect_timeout": ("CLINICDB_POOL_RECONNECT_TIMEOUT_MS", "300000"),
     "replica_acquire_timeout": ("CLINICDB_REPLICA_ACQUIRE_TIMEOUT_MS", "500"),
     "statement_timeout_ms": ("CLINICDB_STATEMENT_TIMEOUT_MS", "30000"),
     "idle_in_transaction_timeout_ms": ("CLINICDB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "60000"),
@@ -37,7 +39,6 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
 }
 _MILLISECONDS = {
     "acquire_timeout",
-    "reconnect_timeout",
     "replica_acquire_timeout",
     "replica_check_interval",
     "causal_wait",
@@ -52,13 +53,15 @@ _MILLISECONDS = {
 
 
 @dataclass(frozen=True)
-class DriverConfig:
-    """Pool sizes, timeouts and routing limits. Durations are seconds except the ``*_ms`` ones."""
+class Options:
+    """Pool sizes, timeouts and routing limits. Durations are seconds except the ``*_ms`` ones.
+
+    ``Options()`` is the defaults alone; ``Options.from_env()`` reads ``CLINICDB_*`` first.
+    """
 
     min_size: int = 1
     max_size: int = 10
     acquire_timeout: float = 5.0
-    reconnect_timeout: float = 300.0
     replica_acquire_timeout: float = 0.5
     statement_timeout_ms: int = 30000
     idle_in_transaction_timeout_ms: int = 60000
@@ -84,13 +87,12 @@ class DriverConfig:
             )
         if self.retry_attempts < 1:
             raise ValueError("retry_attempts counts the first try too: it must be at least 1")
-        positive = ("acquire_timeout", "reconnect_timeout", "replica_acquire_timeout", "replica_check_interval")
-        for name in (*positive, "health_timeout"):
+        for name in ("acquire_timeout", "replica_acquire_timeout", "replica_check_interval", "health_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> DriverConfig:
+    def from_env(cls, **overrides: Any) -> Options:
         """Defaults, then ``CLINICDB_*`` variables, then ``overrides`` (field names of this class)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -102,6 +104,31 @@ class DriverConfig:
                 values[name] = _parse(name, var, raw)
         values.update(overrides)
         return cls(**values)
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        """psycopg connection options of every pooled connection."""
+        return {
+            "autocommit": False,
+            "prepare_threshold": self.prepare_threshold,
+            "connect_timeout": max(1, round(self.health_timeout)),
+            "client_encoding": "utf-8",
+        }
+
+
+def resolve_options(options: Options | None, overrides: Mapping[str, Any]) -> Options:
+    """The driver's options: ``options`` (else the environment's) with keyword ``overrides`` applied."""
+    if options is None:
+        return Options.from_env(**overrides)
+    if not isinstance(options, Options):
+        raise TypeError(f"options must be a clinicdb.Options, got {type(options).__name__}")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Options)}
+    if unknown:
+        raise TypeError(f"unknown driver setting(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(options, **overrides) if overrides else options
+
+
+# The name before 0.2: kept importable.
+DriverConfig = Options
 
 
 def _parse(field: str, var: str, raw: str) -> Any:

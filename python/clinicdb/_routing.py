@@ -13,7 +13,9 @@ failures from connections) and ask it for a route. Rules:
   is a safe lower bound), else to the primary;
 * a failure opens the replica's breaker for a back-off that doubles per
   consecutive failure up to a cap; only the background check probes it again,
-  so no read ever waits on a dead replica.
+  so no read ever waits on a dead replica;
+* a replica found out of recovery (promoted) takes no reads until a check
+  finds it a standby again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ReplicaState:
     last_error: str | None = None
     trips: int = 0
     replay_text: str | None = None  # the last replay LSN an opening read, as text
+    promoted: bool = False  # answered as a primary (out of recovery)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Router:
         self.clock = clock
         self.primary_lsn: int | None = None
         self._next = 0
+        self._fit: list[ReplicaState] = []
+        self._fit_until = 0.0  # pick() recomputes the fit set after this (or after any change)
         self._lock = threading.Lock()
         self._rand = random.Random()  # noqa: S311 - jitter, not security
 
@@ -89,6 +94,7 @@ class Router:
     def fit(self, state: ReplicaState, now: float) -> bool:
         return (
             not state.breaker_open
+            and not state.promoted
             and state.lag_bytes is not None
             and state.lag_bytes <= self.max_lag
             and state.measured_at is not None
@@ -100,17 +106,26 @@ class Router:
         if not self.replicas:
             return _TO_PRIMARY[NO_REPLICAS]
         now = self.clock()
-        with self._lock:
-            fit = [s for s in self.replicas if s.index not in exclude and self.fit(s, now)]
+        fit = self._fit
+        if now >= self._fit_until or exclude or token is not None:
+            with self._lock:
+                fit = [s for s in self.replicas if s.index not in exclude and self.fit(s, now)]
+                if not exclude and token is None:  # the common read: remember the fit set until it may change
+                    self._fit, self._fit_until = fit, self._next_change(now)
+        if not fit:
+            return _TO_PRIMARY[UNAVAILABLE]
+        if token is not None:
+            fit = [s for s in fit if s.replay_lsn is not None and s.replay_lsn >= token.lsn]
             if not fit:
-                return _TO_PRIMARY[UNAVAILABLE]
-            if token is not None:
-                fit = [s for s in fit if s.replay_lsn is not None and s.replay_lsn >= token.lsn]
-                if not fit:
-                    return _TO_PRIMARY[CAUSAL]
-            chosen = fit[self._next % len(fit)]
-            self._next += 1
-            return self._routes[chosen.index]
+                return _TO_PRIMARY[CAUSAL]
+        chosen = fit[self._next % len(fit)]
+        self._next += 1  # a lost increment under a thread race only skews the round-robin
+        return self._routes[chosen.index]
+
+    def _next_change(self, now: float) -> float:
+        """Until when the fit set just computed holds: the first measurement to go stale (observations reset it)."""
+        measured = [s.measured_at for s in self.replicas if s.measured_at is not None]
+        return min(measured) + self.stale_after if measured else now
 
     def waitable(self, token: CausalToken, *, exclude: frozenset[int] = frozenset()) -> int | None:
         """A fit replica (ignoring the token) worth waiting on for ``token``: the one furthest ahead."""
@@ -143,6 +158,7 @@ class Router:
             if measured and self.primary_lsn is not None:
                 state.lag_bytes = max(self.primary_lsn - state.replay_lsn, 0)
                 state.measured_at = self.clock()
+                self._fit_until = 0.0
 
     def record_failure(self, index: int, error: str) -> bool:
         """Open the breaker of replica ``index``; True when it was closed (a new trip)."""
@@ -155,17 +171,28 @@ class Router:
             state.last_error = error[:200]
             tripped = not state.breaker_open
             state.breaker_open = True
+            self._fit_until = 0.0
             state.lag_bytes = None
             state.measured_at = None
             if tripped:
                 state.trips += 1
             return tripped
 
+    def record_promoted(self, index: int, promoted: bool = True) -> bool:
+        """Replica ``index`` answered out of recovery (or, with False, in recovery again); True when that is news."""
+        with self._lock:
+            state = self.replicas[index]
+            news = state.promoted != promoted
+            state.promoted = promoted
+            self._fit_until = 0.0
+            return news
+
     def record_recovery(self, index: int) -> None:
         """Close the breaker of replica ``index`` after a successful probe."""
         with self._lock:
             state = self.replicas[index]
             state.breaker_open = False
+            self._fit_until = 0.0
             state.failures = 0
             state.last_error = None
 
@@ -182,6 +209,7 @@ class Router:
                     "name": s.name,
                     "fit": self.fit(s, now),
                     "breaker_open": s.breaker_open,
+                    "promoted": s.promoted,
                     "lag_bytes": s.lag_bytes,
                     "replay_lsn": s.replay_lsn,
                     "breaker_trips": s.trips,

@@ -1,14 +1,21 @@
-"""Which clinic a transaction runs for: validation, and the ``contextvars`` scope.
+"""Which clinic a transaction runs for: validation, the ``contextvars`` scope, and the one statement that sets it.
 
 Everything here happens before any SQL is sent. A malformed clinic id is a
-``ValueError`` naming the argument; no clinic at all is ``NoClinicScope``.
-The scope lives in a ``ContextVar``, so each thread and each asyncio task sees
-its own (a task inherits the scope of the code that created it).
+``ValueError`` naming the argument (``clinic_id_arg`` is the only place that
+checks one); no clinic at all is ``NoClinicScope``. The scope lives in a
+``ContextVar``, so each thread and each asyncio task sees its own (a task
+inherits the scope of the code that created it).
+
+``settings_select`` is the only code that writes ``set_config('app.clinic_id', ...)``:
+the driver prepares it for its opening, ``scope_sql`` gives it with a scope's
+values, ``set_scope`` runs it on a psycopg connection of your own (encryption.py
+and ``clinicdb keys`` do), and ``scope_script`` inlines it for ``clinicdb psql``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -16,11 +23,17 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
+from typing import Any
+
+import psycopg
+from psycopg import sql
 
 from clinicdb.errors import NoClinicScope
 
-# GUCs the driver owns; extra settings may not override them.
-RESERVED = frozenset({"app.clinic_id", "app.user_id", "app.request_id"})
+# GUCs the driver owns, in the order scope_sql sets them; extra settings may not override them.
+SCOPE_SETTINGS = ("app.clinic_id", "app.user_id", "app.request_id")
+TIMEOUT_SETTINGS = ("statement_timeout", "idle_in_transaction_session_timeout")
+RESERVED = frozenset(SCOPE_SETTINGS)
 # Extra settings must be custom (dotted) names: that keeps role, session_authorization,
 # search_path and every other server parameter out of reach of this door.
 _CUSTOM_GUC = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$.]*$")
@@ -211,3 +224,62 @@ def clinic_scope(
 def current_scope() -> Scope | None:
     """The active ``clinic_scope()``, or None outside one."""
     return _current.get()
+
+
+@lru_cache(maxsize=64)
+def settings_select(extra: int, *, timeouts: bool = False, local: bool = True, dollar: bool = False) -> str:
+    """``select set_config('app.clinic_id', %s, true), ...`` for a scope with ``extra`` extra settings.
+
+    Every value is a parameter (``$n`` with ``dollar``, for the driver's prepared
+    opening; else ``%s``, for psycopg); extra settings pass name and value.
+    ``timeouts`` adds the driver's two per-transaction timeouts; ``local=False``
+    sets them for the session (``clinicdb psql``).
+    """
+    names = [*SCOPE_SETTINGS, *(TIMEOUT_SETTINGS if timeouts else ())]
+    count = itertools.count(1)
+
+    def arg() -> str:
+        return f"${next(count)}" if dollar else "%s"
+
+    flag = "true" if local else "false"
+    calls = [f"set_config('{name}', {arg()}, {flag})" for name in names]
+    calls += [f"set_config({arg()}, {arg()}, {flag})" for _ in range(extra)]
+    return "select " + ", ".join(calls)
+
+
+def scope_values(scope: Scope) -> list[str]:
+    """The parameters of ``settings_select(len(scope.settings))``, without the timeouts."""
+    values = [str(scope.clinic_id), scope.user_id or "", scope.request_id or ""]
+    for name, value in scope.settings.items():
+        values += [name, value]
+    return values
+
+
+def scope_sql(scope: Scope, *, local: bool = True) -> tuple[str, list[str]]:
+    """The statement and parameters that put ``scope`` in force: ``conn.execute(*scope_sql(scope))``, sync or async."""
+    return settings_select(len(scope.settings), local=local), scope_values(scope)
+
+
+def scope_script(scope: Scope, *, local: bool = True) -> str:
+    """``scope_sql`` with its values inlined as quoted literals, for a psql script (psql 15 cannot bind parameters)."""
+    query, params = scope_sql(scope, local=local)
+    return sql.SQL(query.replace("%s", "{}")).format(*map(sql.Literal, params)).as_string(None)
+
+
+def set_scope(
+    conn: psycopg.Connection[Any],
+    clinic_id: object,
+    *,
+    user_id: object = None,
+    request_id: object = None,
+    settings: Mapping[str, str] | None = None,
+) -> Scope:
+    """Set the clinic (user, request, extra settings) for the current transaction of a psycopg connection of yours.
+
+    For code outside ``ClinicDB`` (scripts, operators' tools). Validated like
+    ``db.write()``; the values travel as bind parameters. On an async
+    connection: ``await conn.execute(*scope_sql(make_scope(clinic_id, ...)))``.
+    """
+    scope = make_scope(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
+    conn.execute(*scope_sql(scope))
+    return scope

@@ -24,3 +24,29 @@ def replace_url(url: str, *, user: str | None = None, database: str | None = Non
         netloc = f"{quote(user)}@{hostpart}"
     path = f"/{quote(database)}" if database is not None else parts.path
     return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
+_SCHEMES = ("postgresql://", "postgres://")
+
+
+def split_urls(text: str, *, what: str = "CLINICDB_REPLICA_URLS") -> list[str]:
+    """Whitespace-separated libpq URLs; a comma separates URLs only where every piece is a whole URL.
+
+    ``postgresql://a:5432,b:5432/db`` (one multi-host URL) stays one URL;
+    ``postgresql://a/db,postgresql://b/db`` is two. ValueError (naming
+    ``what``) for a piece that is not a URL: key=value strings hold spaces,
+    so they cannot be listed this way.
+    """
+    urls: list[str] = []
+    for token in text.split():
+        pieces = [p for p in token.split(",") if p]
+        if len(pieces) > 1 and all(p.startswith(_SCHEMES) for p in pieces):
+            urls.extend(pieces)
+        elif token.startswith(_SCHEMES):
+            urls.append(token)
+        else:
+            raise ValueError(
+                f"{what}: {token[:60]!r} is not a postgresql:// URL; list URLs separated by spaces"
+                " (a multi-host URL such as postgresql://h1:5432,h2:5432/db counts as one)"
+            )
+    return urls

@@ -1,61 +1,57 @@
-"""The two messages the driver adds to a transaction, and how they travel.
+"""What the driver sends around the app's statements, through psycopg's documented libpq layer (``psycopg.pq``).
 
-Opening: psycopg would send ``BEGIN`` on its own and wait for it. The driver
-sends ``BEGIN`` *and* one ``select set_config($1, ..., true), ...`` with
-server-side parameters in a single libpq pipeline flight (Parse/Bind/Execute
-twice, one Sync), so setting the clinic costs no round trip beyond the BEGIN
-psycopg would have waited for anyway. The same flight reads the replica's
-replay position for free (``pg_last_wal_replay_lsn()`` is NULL on a primary).
+Opening: psycopg would send ``BEGIN`` on its own and wait for it. At checkout
+the driver sends ``BEGIN`` *and* the prepared ``set_config`` select of the
+scope (``_scope.settings_select``: clinic, user, request, the two timeouts,
+extra settings, then the replay position of a standby, NULL on a primary) in one libpq pipeline
+flight on ``conn.pgconn`` (Bind/Execute twice, one Sync): one round trip, as
+psycopg's own BEGIN costs, and the values are server-side parameters. The
+select is prepared when psycopg_pool opens the connection (``PREPARED``
+shapes); when a pooler or psycopg's ``DEALLOCATE ALL`` dropped it, the
+opening prepares it again in its next flight.
 
-Closing: one simple-query message (no parameters to carry, so no pipeline),
-sent and read by psycopg's own C generator, which costs less client CPU than
-a pipeline. A write's ``COMMIT`` is followed by ``select
-pg_current_wal_insert_lsn()`` in the same message, so the causal token costs
-no round trip either.
+Closing: one simple-query message. Every one (commit or rollback, read or
+write) also carries ``CLOSE ALL`` and ``DISCARD TEMP``: a ``WITH HOLD``
+cursor or a temporary table the app made (temporary tables have no row level
+security) must not survive into the next clinic's transaction on the same
+pooled connection. A write's ``COMMIT`` is followed by
+``select pg_current_wal_insert_lsn()``, the causal token, in the same message.
 
-Every closing message (commit or rollback, read or write) also carries
-``CLOSE ALL`` and ``DISCARD TEMP``: a ``WITH HOLD`` cursor or a temporary
-table the app made (temporary tables have no row level security) must not
-survive into the next clinic's transaction on the same pooled connection.
-Before ``COMMIT`` they are part of the transaction; after ``ROLLBACK`` they
-run on their own, for what an earlier commit inside the block left.
-
-The generators here are shared by the sync and async drivers: each runs them
-with its connection's ``wait()`` (see docs/driver.md for the measurements that
-chose this form).
+Nothing here waits: the drivers wait for the socket (``ready`` and
+``ready_async``) and call ``take`` until it says the flight is complete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import select
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, NoReturn
 
-from psycopg import errors as e
-from psycopg import generators, pq
-from psycopg.abc import PQGen
-from psycopg.waiting import Ready, Wait
+import psycopg
+from psycopg import pq
 
-from clinicdb._scope import Scope
+from clinicdb._scope import Scope, scope_values, settings_select
 
-# (b"q", sql, params): an unnamed statement; (b"p", name, sql): prepare; (b"e", name, params): run a prepared one;
-# or a function that sends one statement itself (the app's first statement, see _deferred).
-Command = tuple[bytes, bytes, Any] | Callable[[pq.abc.PGconn], Any]
-_COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
 _FATAL = pq.ExecStatus.FATAL_ERROR
+_ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
+_SQLSTATE = pq.DiagnosticField.SQLSTATE
+_OK = pq.ConnStatus.OK
 
-_FIXED = ("app.clinic_id", "app.user_id", "app.request_id", "statement_timeout", "idle_in_transaction_session_timeout")
 # Closing messages (simple query protocol, several statements each). CLEAN_SESSION drops the session state
 # that could carry one clinic's rows into another's transaction; COMMIT_WITH_TOKEN's last result is the token.
 CLEAN_SESSION = b"close all; discard temp"
 COMMIT_READ = CLEAN_SESSION + b"; commit"
-# A hot standby cannot hold temporary tables, so a read there only closes cursors.
-COMMIT_STANDBY_READ = b"close all; commit"
+COMMIT_STANDBY_READ = b"close all; commit"  # a hot standby holds no temporary tables
 COMMIT_WITH_TOKEN = CLEAN_SESSION + b"; commit; select pg_current_wal_insert_lsn()::text"
 ROLLBACK = b"rollback; " + CLEAN_SESSION
-REPLAY_LSN = b"select pg_last_wal_replay_lsn()::text"
+REPLAY_COLUMN = ", case when pg_is_in_recovery() then pg_last_wal_replay_lsn()::text end"
+REPLAY_LSN = ("select" + REPLAY_COLUMN[1:]).encode()
 
+# Openings with up to this many extra settings are prepared on every pooled connection; more go unnamed.
+PREPARED = 2
 _ISOLATION = {
     None: b"",
     "read committed": b" isolation level read committed",
@@ -73,117 +69,150 @@ def begin_command(*, read_only: bool, isolation: str | None) -> bytes:
     return b"begin" + level + (b" read only" if read_only else b"")
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
+def opening_query(extra: int) -> bytes:
+    """The opening select: the scope's settings, the timeouts, then the replay position (NULL on a primary).
+
+    A promoted server keeps answering ``pg_last_wal_replay_lsn()`` with where
+    its recovery ended, so ``pg_is_in_recovery()`` decides.
+    """
+    return (settings_select(extra, timeouts=True, dollar=True) + REPLAY_COLUMN).encode()
+
+
 def opening_name(extra: int) -> bytes:
-    """The prepared statement name of ``opening_query(extra)`` on each connection."""
     return f"clinicdb_open_{extra}".encode()
 
 
-@lru_cache(maxsize=64)
-def opening_query(extra: int) -> bytes:
-    """``select set_config($1, $2, true), ...``: fixed settings, ``extra`` named ones, then the replay LSN."""
-    calls = [f"set_config('{name}', ${i}, true)" for i, name in enumerate(_FIXED, start=1)]
-    n = len(_FIXED)
-    for k in range(extra):
-        calls.append(f"set_config(${n + 2 * k + 1}, ${n + 2 * k + 2}, true)")
-    calls.append("pg_last_wal_replay_lsn()::text")
-    return ("select " + ", ".join(calls)).encode()
+def prepare_statements() -> str:
+    """SQL that prepares the opening selects on a new pooled connection (run by the pool's ``configure``)."""
+    return "; ".join(f"prepare {opening_name(n).decode()} as {opening_query(n).decode()}" for n in range(PREPARED + 1))
 
 
-def opening_lsn_column(extra: int) -> int:
-    """Index of ``pg_last_wal_replay_lsn()`` in the row of ``opening_query(extra)``."""
-    return len(_FIXED) + extra
+@dataclass(frozen=True)
+class Opening:
+    """BEGIN and the set_config select with its parameters: what one transaction sends before the app's statements."""
 
+    begin: bytes
+    # A list (psycopg 3.2's C libpq wrapper takes no tuple); never changed, never in repr (extra settings may be keys).
+    params: list[bytes | None] = field(repr=False)
+    extra: int  # how many extra settings
+    name: bytes | None  # the prepared select, or None to send it unnamed
 
-def opening_params(
-    scope: Scope, *, statement_timeout_ms: int, idle_timeout_ms: int, encoding: str
-) -> list[bytes | None]:
-    """The parameters of ``opening_query(len(scope.settings))``, as text bytes."""
-    values = [
-        str(scope.clinic_id),
-        scope.user_id or "",
-        scope.request_id or "",
-        str(int(statement_timeout_ms)),
-        str(int(idle_timeout_ms)),
-    ]
-    for name, value in scope.settings.items():
-        values += [name, value]
-    return [v.encode(encoding) for v in values]
+    @property
+    def lsn_column(self) -> int:
+        """Where ``pg_last_wal_replay_lsn()`` is in the select's row."""
+        return 5 + self.extra
 
+    @classmethod
+    def build(
+        cls, scope: Scope, *, read: bool, isolation: str | None, timeouts: tuple[int, int], prepared: bool
+    ) -> Opening:
+        extra = len(scope.settings)
+        values = [*scope_values(scope)[:3], str(timeouts[0]), str(timeouts[1]), *scope_values(scope)[3:]]
+        named = prepared and extra <= PREPARED
+        return cls(
+            begin_command(read_only=read, isolation=isolation),
+            [v.encode() for v in values],
+            extra,
+            opening_name(extra) if named else None,
+        )
 
-def flight(pgconn: pq.abc.PGconn, commands: Sequence[Command]) -> PQGen[list[pq.abc.PGresult]]:
-    """Send ``commands`` in one pipeline (one Sync) and return one result per command.
-
-    An error the server returned comes back as a result (with PIPELINE_ABORTED
-    for the commands after it), read to the end so the connection stays
-    usable: the caller decides whose error it is (see _deferred). Connection
-    loss raises OperationalError.
-    """
-    pgconn.enter_pipeline_mode()
-    try:
-        for command in commands:
-            if callable(command):
-                command(pgconn)
-                continue
-            op, first, second = command
-            if op == b"e":
-                pgconn.send_query_prepared(first, second)
-            elif op == b"p":
-                pgconn.send_prepare(first, second)
-            else:
-                pgconn.send_query_params(first, second)
+    def send(self, pgconn: pq.abc.PGconn, *, prepare: bool = False, rollback_first: bool = False) -> None:
+        """Queue the flight in pipeline mode and sync (``prepare``: its select was dropped from the session)."""
+        pgconn.enter_pipeline_mode()
+        if rollback_first:
+            pgconn.send_query_params(b"rollback", None)
+        if self.name is None:
+            pgconn.send_query_params(self.begin, None)
+            pgconn.send_query_params(opening_query(self.extra), self.params)
+        else:
+            if prepare:
+                pgconn.send_prepare(self.name, opening_query(self.extra))
+            pgconn.send_query_params(self.begin, None)
+            pgconn.send_query_prepared(self.name, self.params)
         pgconn.pipeline_sync()
-        while pgconn.flush() != 0:
-            ready = yield Wait.RW
-            if ready & Ready.R:
-                pgconn.consume_input()
-        # psycopg's C generator reads each command's result (up to libpq's separating NULL), then the Sync.
-        results: list[pq.abc.PGresult] = []
-        for _ in commands:
-            got = yield from generators.fetch_many(pgconn)
-            if len(got) != 1 or got[0].status in _COPY:
-                _not_one_result(pgconn, got)
-            results.append(got[0])
-        sync = yield from generators.fetch_many(pgconn)
-        if not sync or sync[0].status != _SYNC:
-            _not_one_result(pgconn, sync)
-    finally:
-        if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
-            pgconn.exit_pipeline_mode()
-    return results
 
 
-def _not_one_result(pgconn: pq.abc.PGconn, got: Sequence[pq.abc.PGresult]) -> NoReturn:
-    """What a pipeline command returning other than one result means: a lost connection, or COPY."""
-    if got and got[0].status in _COPY:
-        # libpq cannot leave COPY inside a pipeline: the connection is lost to the pool either way.
-        pgconn.finish()
-        raise e.NotSupportedError("COPY cannot run through execute() here: use cursor.copy()")
-    if pgconn.status != pq.ConnStatus.OK:
-        raise e.OperationalError(f"connection lost: {pgconn.get_error_message(pgconn._encoding)}")
-    raise e.OperationalError(f"expected one result from a pipeline command, got {len(got)}")
+def take(pgconn: pq.abc.PGconn, results: list[pq.abc.PGresult], *, pipeline: bool) -> bool:
+    """Move the results libpq has complete into ``results``; True once the flight is over.
 
-
-def closing(pgconn: pq.abc.PGconn, message: bytes) -> PQGen[list[pq.abc.PGresult]]:
-    """Send one closing message (simple query protocol); its results, one per statement.
-
-    psycopg's own (C) generator does the I/O. An error result stops the
-    server at that statement; ``raise_first_error`` turns it into an exception.
+    A pipeline ends with its Sync (pipeline mode is left then); a simple query
+    with the NULL after its last result. Call ``pgconn.consume_input()`` after
+    the socket is readable and call again while this returns False.
     """
-    pgconn.send_query(message)
-    gen: PQGen[list[pq.abc.PGresult]] = generators.execute(pgconn)
-    return gen
+    while not pgconn.is_busy():
+        res = pgconn.get_result()
+        if res is None:
+            if pipeline:
+                continue
+            return True
+        if res.status == _SYNC:
+            pgconn.exit_pipeline_mode()
+            return True
+        results.append(res)
+    return False
 
 
-def raise_first_error(results: Sequence[pq.abc.PGresult], conn: Any) -> list[pq.abc.PGresult]:
-    """``results`` unchanged, or the first error among them raised as psycopg's exception (``conn``'s encoding)."""
+def error_from(res: pq.abc.PGresult) -> psycopg.Error:
+    """The psycopg exception (SQLSTATE class, ``diag``) for an error result."""
+    state = res.error_field(_SQLSTATE)
+    message = (res.error_message or b"").decode("utf-8", "replace").strip()
+    try:
+        cls: type[psycopg.Error] = psycopg.errors.lookup(state.decode()) if state else psycopg.OperationalError
+    except KeyError:
+        cls = psycopg.DatabaseError
+    return cls(message, info=res, encoding="utf-8")
+
+
+def first_error(results: Sequence[pq.abc.PGresult], pgconn: pq.abc.PGconn) -> psycopg.Error | None:
+    """The first error among ``results`` (or the lost connection) as an exception; None when all went well."""
+    aborted = False
     for res in results:
-        if res.status == _FATAL:
-            raise e.error_from_result(res, encoding=conn.info.encoding)
-    return list(results)
+        status = res.status
+        if status == _FATAL:
+            return error_from(res)
+        aborted = aborted or status == _ABORTED
+    if pgconn.status != _OK:
+        return psycopg.OperationalError("the connection to the server was lost")
+    if aborted:
+        return psycopg.OperationalError("the server aborted the driver's commands without saying why")
+    return None
 
 
 def text_value(res: pq.abc.PGresult, column: int) -> str | None:
     """One text cell of the first row."""
     raw = res.get_value(0, column)
     return None if raw is None else bytes(raw).decode()
+
+
+_POLL = getattr(select, "poll", None)
+
+
+def ready(fd: int, write: bool = False) -> None:
+    """Block (without the GIL) until ``fd`` is readable, or writable too when ``write``."""
+    if _POLL is None:  # pragma: no cover - Windows
+        select.select([fd], [fd] if write else [], [])
+        return
+    poller = _POLL()
+    poller.register(fd, select.POLLIN | (select.POLLOUT if write else 0))
+    poller.poll()
+
+
+async def ready_async(fd: int, write: bool = False) -> None:
+    """``ready`` for asyncio: wait on the running loop."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, wake)
+    if write:
+        loop.add_writer(fd, wake)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        if write:
+            loop.remove_writer(fd)

@@ -2,7 +2,9 @@
 
 Policy lives in the shared modules (``_scope`` validates, ``_wire`` builds the
 opening and closing flights, ``_routing`` picks servers, ``_retry`` decides
-what may run again, ``metrics`` counts); the driver only does the I/O.
+what may run again, ``metrics`` counts, ``health`` checks); the driver does the
+I/O, on psycopg's public API: pools, connections and cursors, and
+``conn.pgconn`` (``psycopg.pq``) for the opening and closing flights.
 
 asyncio.py is the source of both drivers: sync.py is generated from it by
 tools/async_to_sync.py (``make generate``), and ``make lint`` fails when the
@@ -14,38 +16,28 @@ from __future__ import annotations
 
 import asyncio  # NOSYNC
 import contextlib
+import datetime
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
 from psycopg.rows import AsyncRowFactory
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from clinicdb import _bulk, _deferred, _login, _retry, _wire
-from clinicdb._common import (
-    ROUTE_PRIMARY,
-    ROUTE_REPLICA,
-    Opening,
-    aborted_error,
-    check_urls,
-    exhausted_message,
-    monitor_row_problem,
-    pool_kwargs,
-    primary_reopen_attempts,
-    redacted_error,
-    replica_names,
-)
-from clinicdb._config import DriverConfig
+from clinicdb import _bulk, _login, _retry, _wire
+from clinicdb._config import Options, resolve_options
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
 from clinicdb._scope import Scope, clinic_id_arg, resolve
 from clinicdb._tokens import CausalToken, later, parse_lsn
+from clinicdb._url import split_urls
 from clinicdb.encryption import KeyringCache, is_stale_keyring
-from clinicdb.errors import CommitOutcomeUnknown, PoolExhausted, UnsafeLogin
+from clinicdb.errors import CommitOutcomeUnknown, NotSent, PoolExhausted, TransactionAborted, UnsafeLogin
 from clinicdb.health import acheck_server, describe_url, summarize
 from clinicdb.metrics import Metrics
 from clinicdb.settings import env
@@ -54,34 +46,113 @@ from clinicdb.settings import env
 logger = logging.getLogger("clinicdb.driver")
 T = TypeVar("T")
 AConn = psycopg.AsyncConnection[Any]
-
-
-class _AsyncClinicConnection(_deferred.DeferredOpeningConnection, psycopg.AsyncConnection[Any]):
-    """The pools' connections: whatever starts a transaction sends the driver's pending opening first (_deferred).
-
-    ``transaction()`` sends its own BEGIN (it does not go through ``_start_query``), so it is covered here.
-    """
-
-    @contextlib.asynccontextmanager
-    async def transaction(
-        self, savepoint_name: str | None = None, force_rollback: bool = False
-    ) -> AsyncIterator[psycopg.AsyncTransaction]:
-        await self._send_pending_opening()
-        async with super().transaction(savepoint_name, force_rollback) as tx:
-            yield tx
-
-    async def _send_pending_opening(self) -> None:
-        async with self.lock:
-            await self.wait(_deferred.flush_gen(self))
-
-
-class _AsyncClinicCursor(_deferred.MergedExecuteCursor, psycopg.AsyncCursor[Any]):
-    """The pools' cursors: ``execute()`` carries the pending opening in its own flight (_deferred)."""
+_INTRANS = pq.TransactionStatus.INTRANS
+_INERROR = pq.TransactionStatus.INERROR
+PRIMARY, REPLICA = "primary", "replica"
+_SETTLE = (
+    "select exists (select 1 from clinicdb.audit_log where clinic_id = %s and request_id = %s"
+    " and action in ('insert', 'update', 'delete')"
+)
 
 
 class _AsyncServer:
+    """One server the driver uses: its name (health, metrics), URL and pool (renewed when it must)."""
+
     def __init__(self, name: str, url: str, pool: AsyncConnectionPool[AConn]) -> None:
         self.name, self.url, self.pool = name, url, pool
+
+
+async def _flight(pgconn: pq.abc.PGconn, *, pipeline: bool) -> list[pq.abc.PGresult]:
+    """Flush what was queued on ``pgconn`` and read until the flight is complete; its results."""
+    results: list[pq.abc.PGresult] = []
+    if pgconn.flush():  # rare: more than the socket takes at once; read meanwhile
+        while pgconn.flush():
+            await _wire.ready_async(pgconn.socket, write=True)
+            pgconn.consume_input()
+        if _wire.take(pgconn, results, pipeline=pipeline):
+            return results
+    while True:  # the answer is a round trip away: wait first
+        await _wire.ready_async(pgconn.socket)
+        pgconn.consume_input()
+        if _wire.take(pgconn, results, pipeline=pipeline):
+            return results
+
+
+async def _send(conn: AConn, message: bytes) -> list[pq.abc.PGresult]:
+    """One closing message (simple query protocol); its results, or its first error raised."""
+    conn.pgconn.send_query(message)
+    results = await _flight(conn.pgconn, pipeline=False)
+    error = _wire.first_error(results, conn.pgconn)
+    if error is not None:
+        raise error
+    return results
+
+
+async def _open(conn: AConn, opening: _wire.Opening) -> str | None:
+    """Send the opening; the server's replay position (None on a primary). A lost prepared select is prepared again."""
+    pgconn = conn.pgconn
+    opening.send(pgconn)
+    results = await _flight(pgconn, pipeline=True)
+    error = _wire.first_error(results, pgconn)
+    if isinstance(error, psycopg.errors.InvalidSqlStatementName) and opening.name is not None:
+        opening.send(pgconn, prepare=True, rollback_first=True)  # DISCARD ALL or DEALLOCATE ALL dropped it
+        results = await _flight(pgconn, pipeline=True)
+        error = _wire.first_error(results, pgconn)
+    if error is not None:
+        raise error
+    return _wire.text_value(results[-1], opening.lsn_column)
+
+
+class _AsyncTransaction:
+    """One scoped transaction: ``async with`` opens it and yields the cursor; leaving commits or rolls back."""
+
+    __slots__ = ("conn", "cursor", "db", "isolation", "pool", "primary", "read", "route", "row_factory", "scope",
+                 "server", "started", "token")  # fmt: skip
+
+    def __init__(
+        self,
+        db: AsyncClinicDB,
+        scope: Scope,
+        *,
+        read: bool,
+        token: CausalToken | None = None,
+        isolation: str | None = None,
+        row_factory: AsyncRowFactory[Any] | None = None,
+        primary: bool = False,
+    ) -> None:
+        self.db, self.scope, self.read, self.token = db, scope, read, token
+        self.isolation, self.row_factory, self.primary = isolation, row_factory, primary
+
+    async def __aenter__(self) -> psycopg.AsyncCursor[Any]:
+        db = self.db
+        if db.keyring is not None:
+            self.scope = await db._with_keyring(self.scope, db.keyring)
+        self.started = time.perf_counter()
+        opening = db._opening_for(self.scope, self.read, self.isolation)
+        self.conn, self.server, self.pool, self.route = await db._checkout(opening, self.token, self.read, self.primary)
+        self.cursor = self.conn.cursor(row_factory=self.row_factory) if self.row_factory else self.conn.cursor()
+        return self.cursor
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        db, conn = self.db, self.conn
+        ok = False
+        try:
+            await self.cursor.close()
+            if exc is None:
+                if self.read:
+                    await db._commit_read(conn, standby=self.route == REPLICA)
+                else:
+                    await db._commit_write(conn, self.scope, self.started)
+                ok = True
+            else:
+                db._failed(self.route, self.server, self.scope, exc)
+                if not conn.broken and not conn.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        await _send(conn, _wire.ROLLBACK)
+        finally:
+            await self.pool.putconn(conn)
+            what = "read" if self.read else "write"
+            db._metrics.transaction(self.route, time.perf_counter() - self.started, ok, self.scope.clinic_id, what)
 
 
 class AsyncClinicDB:
@@ -94,6 +165,9 @@ class AsyncClinicDB:
                 await cur.execute("insert into patients (mrn, given_name, family_name) values ('N-9', 'Ann', 'Lee')")
             async with db.read(clinic_id) as cur:  # a replica that has replayed the write, else the primary
                 await cur.execute("select * from patients where mrn = %s", ("N-9",))
+
+    Settings: ``options=Options(...)`` (or ``Options.from_env()``), or the same
+    fields as keywords (``max_size=4``), which override the environment.
 
     Connect as a login that is a member of ``clinicdb_app``: a superuser or
     BYPASSRLS login is refused with ``UnsafeLogin`` (RLS would not apply).
@@ -111,31 +185,36 @@ class AsyncClinicDB:
         primary_url: str,
         replica_urls: Sequence[str] = (),
         *,
-        config: DriverConfig | None = None,
+        options: Options | None = None,
         # sync: open: bool = True,
         keyring: KeyringCache | None = None,
         unsafe_allow_rls_bypass_login: bool = False,
+        config: Options | None = None,
         **settings: Any,
     ) -> None:
-        check_urls(primary_url, replica_urls)
-        self.config = DriverConfig.from_env(**settings) if config is None else config
-        if config is not None and settings:
-            raise TypeError("pass either config= or individual settings, not both")
-        cfg = self.config
+        if not isinstance(primary_url, str) or not primary_url.strip():
+            raise ValueError("primary_url must be a libpq URL such as postgresql://clinicdb_app_user@host/clinicdb")
+        if isinstance(replica_urls, str) or not all(isinstance(u, str) and u.strip() for u in replica_urls):
+            raise ValueError("replica_urls must be a list of non-empty URLs (not one string)")
+        self.options = resolve_options(options or config, settings)
         self.keyring = keyring
         self._allow_bypass = unsafe_allow_rls_bypass_login
         self._refusal: UnsafeLogin | None = None
-        self.primary = self._server("primary", primary_url)
-        self.replicas = [self._server(n, u) for n, u in zip(replica_names(replica_urls), replica_urls, strict=True)]
+        self._primary_url = primary_url  # as configured; self.primary.url is where writes go now
+        self.primary = self._server(PRIMARY, primary_url)
+        self.replicas = [self._server(f"replica{i}", url) for i, url in enumerate(replica_urls, 1)]
+        opts = self.options
         self.router = Router(
             [r.name for r in self.replicas],
-            max_lag=cfg.max_replica_lag,
-            check_interval=cfg.replica_check_interval,
-            backoff=cfg.breaker_backoff,
-            max_backoff=cfg.breaker_max_backoff,
+            max_lag=opts.max_replica_lag,
+            check_interval=opts.replica_check_interval,
+            backoff=opts.breaker_backoff,
+            max_backoff=opts.breaker_max_backoff,
         )
-        self._metrics = Metrics(cfg.slow_transaction)
+        self._metrics = Metrics(opts.slow_transaction)
         self._token: ContextVar[CausalToken | None] = ContextVar(f"clinicdb_token_{id(self)}", default=None)
+        self._timeouts = (opts.statement_timeout_ms, opts.idle_in_transaction_timeout_ms)
+        self._cached_opening = functools.lru_cache(maxsize=4096)(self._build)
         self._health: dict[str, Any] | None = None
         self._health_at = 0.0
         self._health_lock = asyncio.Lock()  # NOSYNC
@@ -143,23 +222,23 @@ class AsyncClinicDB:
         # sync: self._health_lock = threading.Lock()
         # sync: self._closing = threading.Event()
         # sync: self._monitor: threading.Thread | None = None
-        self._monitor_conns: dict[int, AConn | None] = {}
-        self._primary_monitor: AConn | None = None
+        self._monitor_conns: dict[str, AConn | None] = {}
+        self._primary_host: str | None = None  # host:port that answered the configured primary URL last
+        self._pool_errors: dict[str, int] = {}  # each pool's failed connection attempts when last exhausted
         self._opened = False
         # sync: if open:
         # sync:     self.open()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncClinicDB:
-        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` (comma-separated) and ``CLINICDB_*`` settings.
+        """From ``CLINICDB_DATABASE_URL``, ``CLINICDB_REPLICA_URLS`` (whitespace-separated) and ``CLINICDB_*`` settings.
 
         Opened by ``open()`` or the context manager (the sync driver also opens on creation unless ``open=False``).
         """
         primary = env("CLINICDB_DATABASE_URL")
         if not primary:
             raise ValueError('CLINICDB_DATABASE_URL is not set: export it, or run eval "$(clinicdb dev env)"')
-        replicas = [u.strip() for u in (env("CLINICDB_REPLICA_URLS") or "").split(",") if u.strip()]
-        return cls(primary, replicas, **kwargs)
+        return cls(primary, split_urls(env("CLINICDB_REPLICA_URLS") or ""), **kwargs)
 
     def _server(self, name: str, url: str) -> _AsyncServer:
         return _AsyncServer(name, url, self._pool(name, url))
@@ -167,12 +246,10 @@ class AsyncClinicDB:
     def _pool(self, name: str, url: str) -> AsyncConnectionPool[AConn]:
         pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
             url,
-            min_size=self.config.min_size,
-            max_size=self.config.max_size,
-            timeout=self.config.acquire_timeout,
-            reconnect_timeout=self.config.reconnect_timeout,
-            kwargs={**pool_kwargs(self.config), "cursor_factory": _AsyncClinicCursor},
-            connection_class=_AsyncClinicConnection,
+            min_size=self.options.min_size,
+            max_size=self.options.max_size,
+            timeout=self.options.acquire_timeout,
+            kwargs=self.options.pool_kwargs(),
             configure=self._configure,
             open=False,
             name=f"clinicdb-{name}",
@@ -184,13 +261,13 @@ class AsyncClinicDB:
         """Check the login, open the pools, measure the replicas once, start the background check."""
         if self._opened:
             return
-        timeout = max(1, round(self.config.health_timeout))
+        timeout = max(1, round(self.options.health_timeout))
         async with await psycopg.AsyncConnection.connect(self.primary.url, connect_timeout=timeout) as conn:
             await self._configure(conn)
         for server in (self.primary, *self.replicas):
             await server.pool.open(wait=False)
         self._opened = True
-        await self._check_replicas()
+        await self._check_servers()
         if self.replicas:
             self._monitor = asyncio.create_task(self._monitor_loop(), name="clinicdb-replica-check")  # NOSYNC
             # sync: self._monitor = threading.Thread(target=self._monitor_loop, name="clinicdb-replica-check")
@@ -206,11 +283,10 @@ class AsyncClinicDB:
                 await self._monitor  # NOSYNC
             # sync: self._monitor.join(timeout=10)
             self._monitor = None
-        for conn in (*self._monitor_conns.values(), self._primary_monitor):
+        for conn in self._monitor_conns.values():
             if conn is not None:
                 await conn.close()
         self._monitor_conns.clear()
-        self._primary_monitor = None
         for server in (self.primary, *self.replicas):
             await server.pool.close()
         self._opened = False
@@ -223,14 +299,18 @@ class AsyncClinicDB:
         await self.close()
 
     async def _configure(self, conn: AConn) -> None:
+        """Every new connection: refuse a login RLS would not apply to, then prepare the opening selects."""
         cur = await conn.execute(_login.BYPASS_SQL)
         row = await cur.fetchone()
-        await conn.rollback()
         try:
             _login.judge(row, server=describe_url(conn.info.dsn), allow=self._allow_bypass)
         except UnsafeLogin as exc:
             self._refusal = exc
+            await conn.rollback()
             raise
+        if self.options.prepare_threshold is not None:
+            await conn.execute(_wire.prepare_statements())
+        await conn.commit()
 
     # -- scoped transactions ------------------------------------------------------
     def read(
@@ -246,13 +326,14 @@ class AsyncClinicDB:
     ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
         """A read-only transaction for one clinic, on a fit replica (or the primary); yields a cursor.
 
-        ``after`` (and, with read-your-writes on, this caller's last write)
-        sends the read only where that write is visible. Not retried: use
-        ``run_read`` for that.
+        The transaction is open, with the clinic set, when the cursor is
+        handed over. ``after`` (and, with read-your-writes on, this caller's
+        last write) sends the read only where that write is visible. Not
+        retried: use ``run_read`` for that.
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        token = self._read_token(after)
-        return self._transaction(scope, read=True, token=token, isolation=isolation, row_factory=row_factory)
+        token = self._token.get() if after is None and self.options.read_your_writes else self._read_token(after)
+        return _AsyncTransaction(self, scope, read=True, token=token, isolation=isolation, row_factory=row_factory)
 
     def write(
         self,
@@ -270,7 +351,7 @@ class AsyncClinicDB:
         Not retried: use ``run_write`` for that.
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        return self._transaction(scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
+        return _AsyncTransaction(self, scope, read=False, isolation=isolation, row_factory=row_factory)
 
     async def run_read(
         self,
@@ -284,11 +365,10 @@ class AsyncClinicDB:
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
     ) -> T:
-        """``fn(cursor)`` in a read transaction, run again on 40001/40P01 or a lost connection; returns its result."""
+        """``fn(cursor)`` in a read transaction, run again on 40001/40P01, a lost connection or nothing sent."""
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        return await self._run(
-            fn, scope, read=True, token=self._read_token(after), isolation=isolation, row_factory=row_factory
-        )
+        token = self._read_token(after)
+        return await self._run(fn, scope, True, token=token, isolation=isolation, row_factory=row_factory)
 
     async def run_write(
         self,
@@ -301,41 +381,31 @@ class AsyncClinicDB:
         isolation: str | None = None,
         row_factory: AsyncRowFactory[Any] | None = None,
     ) -> T:
-        """``fn(cursor)`` in a write transaction, run again on 40001/40P01; returns its result.
+        """``fn(cursor)`` in a write transaction, run again on 40001/40P01 or when nothing was sent; returns its result.
 
         ``fn`` may run more than once: keep side effects outside the database
         out of it. A commit whose outcome is unknown raises
-        ``CommitOutcomeUnknown`` and is never retried.
+        ``CommitOutcomeUnknown`` and is never retried (see ``settle``).
         """
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
-        return await self._run(fn, scope, read=False, token=None, isolation=isolation, row_factory=row_factory)
+        return await self._run(fn, scope, False, isolation=isolation, row_factory=row_factory)
 
     async def _run(
-        self,
-        fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]],
-        scope: Scope,
-        *,
-        read: bool,
-        token: CausalToken | None,
-        isolation: str | None,
-        row_factory: AsyncRowFactory[Any] | None,
+        self, fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]], scope: Scope, read: bool, **kwargs: Any
     ) -> T:
         """The retry loop of run_read/run_write: whole transactions, jittered capped back-off."""
         attempt = 1
         while True:
             try:
-                async with self._transaction(
-                    scope, read=read, token=token, isolation=isolation, row_factory=row_factory
-                ) as c:
-                    return await fn(c)
+                async with _AsyncTransaction(self, scope, read=read, **kwargs) as cur:
+                    return await fn(cur)
             except Exception as exc:
-                stale = self.keyring is not None and is_stale_keyring(exc)  # dropped by _transaction: reload
-                if attempt >= self.config.retry_attempts or not (stale or _retry.retryable(exc, read=read)):
+                stale = self.keyring is not None and is_stale_keyring(exc)  # dropped by the transaction: reload
+                if attempt >= self.options.retry_attempts or not (stale or _retry.retryable(exc, read=read)):
                     raise
                 self._metrics.retry("read" if read else "write")
-                await asyncio.sleep(
-                    _retry.delay(attempt, base=self.config.retry_backoff, cap=self.config.retry_max_backoff)
-                )
+                opts = self.options
+                await asyncio.sleep(_retry.delay(attempt, base=opts.retry_backoff, cap=opts.retry_max_backoff))
                 attempt += 1
 
     async def copy_rows(
@@ -356,7 +426,7 @@ class AsyncClinicDB:
         scope = resolve(clinic_id, user_id=user_id, request_id=request_id, settings=settings)
         _bulk.table_identifier(table)
         _bulk.column_identifiers(columns)
-        async with self._transaction(scope, read=False, token=None, isolation=None, row_factory=None) as cur:
+        async with _AsyncTransaction(self, scope, read=False) as cur:
             await cur.execute(_bulk.HAS_CLINIC_ID, (table,))
             has = await cur.fetchone()
             fill = bool(has and has[0]) and "clinic_id" not in columns
@@ -368,6 +438,27 @@ class AsyncClinicDB:
             await cur.execute(insert, (scope.clinic_id,) if fill else None)
             return cur.rowcount
 
+    async def settle(self, request_id: str, clinic_id: Any = None, *, since: datetime.datetime | None = None) -> bool:
+        """Did a write tagged ``request_id`` commit? Asks the audit trail on the primary, for one clinic.
+
+        For after ``CommitOutcomeUnknown``: ``db.settle(exc.request_id,
+        exc.clinic_id, since=exc.started_at)``. True when an audit row of an
+        insert, update or delete carries the request id; so the write must
+        have passed ``request_id=`` and changed an audited table. ``since``
+        (default: the whole trail) narrows the search to audit rows from a
+        minute before that time on.
+        """
+        if not isinstance(request_id, str) or not request_id:
+            raise ValueError("settle needs the request_id the write was made with (db.write(..., request_id=...))")
+        scope = resolve(clinic_id)
+        query, params = _SETTLE + ")", [scope.clinic_id, request_id]
+        if since is not None:  # the (clinic_id, logged_at) index then finds the rows
+            query, params = _SETTLE + " and logged_at >= %s)", [*params, since - datetime.timedelta(minutes=1)]
+        async with _AsyncTransaction(self, scope, read=True, primary=True) as cur:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
     def last_write_token(self) -> CausalToken | None:
         """The causal token of this caller's (thread's or task's) latest write through this object."""
         return self._token.get()
@@ -375,60 +466,224 @@ class AsyncClinicDB:
     def _read_token(self, after: CausalToken | None) -> CausalToken | None:
         if after is not None and not isinstance(after, CausalToken):
             raise ValueError(f"after must be a CausalToken (from last_write_token()), got {type(after).__name__}")
-        return later(after, self._token.get() if self.config.read_your_writes else None)
+        return later(after, self._token.get() if self.options.read_your_writes else None)
 
     # -- the transaction ----------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _transaction(
-        self,
-        scope: Scope,
-        *,
-        read: bool,
-        token: CausalToken | None,
-        isolation: str | None,
-        row_factory: AsyncRowFactory[Any] | None,
-    ) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
-        if self.keyring is not None:
-            scope = await self._with_keyring(scope, self.keyring)
-        opening = Opening.build(scope, self.config, read=read, isolation=isolation)
-        started = time.perf_counter()
-        if read:
-            conn, server, route = await self._begin(opening, token)
-        else:
-            conn, server, route = await self._open_primary(opening), self.primary, ROUTE_PRIMARY
-        deferred = _deferred.state(conn)
-        ok = False
-        try:
-            cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
-            async with cur:
-                yield cur
-            # Still pending: the block ran no statement, so nothing was sent and there is nothing to end.
-            if deferred.pending is None:
-                if read:
-                    await self._commit_read(conn, standby=route == ROUTE_REPLICA)
-                else:
-                    await self._commit_write(conn)
-            ok = True
-        except BaseException as exc:
-            if route == ROUTE_REPLICA and _retry.connection_lost(exc):
-                self._replica_failed(self.replicas.index(server), exc)
-            if self.keyring is not None and is_stale_keyring(exc):
-                self.keyring.invalidate(scope.clinic_id)
-            if deferred.pending is None and not conn.broken and not conn.closed:
-                with contextlib.suppress(psycopg.Error):
-                    await self._close(conn, _wire.ROLLBACK)
-            raise
-        finally:
-            deferred.pending = None
-            if deferred.replay is not None:
-                if route == ROUTE_REPLICA:
-                    self.router.observe_replay_text(self.replicas.index(server), deferred.replay)
-                deferred.replay = None
-            await self._put(server, conn)
-            self._metrics.transaction(
-                route, time.perf_counter() - started, ok=ok, clinic_id=scope.clinic_id, kind="read" if read else "write"
-            )
+    def _build(self, scope: Scope, read: bool, isolation: str | None) -> _wire.Opening:
+        prepared = self.options.prepare_threshold is not None
+        return _wire.Opening.build(scope, read=read, isolation=isolation, timeouts=self._timeouts, prepared=prepared)
 
+    def _opening_for(self, scope: Scope, read: bool, isolation: str | None) -> _wire.Opening:
+        # Extra settings may hold keys: such openings are built per transaction and never cached.
+        return self._build(scope, read, isolation) if scope.settings else self._cached_opening(scope, read, isolation)
+
+    async def _checkout(
+        self, opening: _wire.Opening, token: CausalToken | None, read: bool, primary: bool
+    ) -> tuple[AConn, _AsyncServer, AsyncConnectionPool[AConn], str]:
+        """A connection with the transaction open: a fit replica for a read when there is one, else the primary."""
+        tried: frozenset[int] = frozenset()
+        waited = False
+        while read and not primary:
+            route = self.router.pick(token, exclude=tried)
+            index, wait_for = route.replica, None
+            if index is None and route.reason == CAUSAL and token and self.options.causal_wait > 0 and not waited:
+                waited, wait_for = True, token
+                index = self.router.waitable(token, exclude=tried)
+            if index is None:
+                if route.reason != NO_REPLICAS and route.reason is not None:
+                    self._metrics.failover(route.reason)
+                break
+            got = await self._open_replica(index, opening, wait_for)
+            if got is not None:
+                return got
+            tried |= {index}
+        server = self.primary
+        lost: psycopg.Error | None = None
+        for _ in range(min(3, self.options.max_size) + 1):  # the pool replaces each dead connection it gets back
+            pool = server.pool
+            conn = await self._getconn(server, self.options.acquire_timeout, probe=True)
+            try:
+                replay = await _open(conn, opening)
+            except BaseException as exc:
+                await self._discard(pool, conn, midway=not isinstance(exc, psycopg.Error))
+                if not isinstance(exc, psycopg.Error) or not _retry.connection_lost(exc):
+                    raise
+                lost = exc  # closed while idle (a restart, a terminated backend): nothing of the block ran yet
+                self._metrics.reopened()
+                continue
+            if replay is not None:  # the "primary" is a standby: it was demoted, or the primary moved
+                await self._discard(pool, conn)
+                await self._renew_pool(server)
+                raise NotSent(
+                    f"the primary ({describe_url(server.url)}) answered as a standby (failover?): its pool was"
+                    " renewed; nothing was sent, run the transaction again (run_read/run_write do)"
+                )
+            return conn, server, pool, PRIMARY
+        raise NotSent(f"every pooled connection to the primary tried had been closed (last: {lost}): try again")
+
+    async def _getconn(self, server: _AsyncServer, timeout: float, *, probe: bool = False) -> AConn:
+        """A pooled connection of ``server``; PoolExhausted (``probe``: saying what the server does) if none came."""
+        pool = server.pool
+        try:
+            return await pool.getconn(timeout=timeout)
+        except PoolClosed as exc:  # renewed while we waited (the server moved), unless the driver was closed
+            if not self._opened:
+                raise
+            raise NotSent(f"the {server.name} pool was renewed (the server moved): nothing was sent") from exc
+        except PoolTimeout as exc:
+            if self._refusal is not None:
+                raise self._refusal from exc
+            if pool is not server.pool:
+                raise NotSent(f"the {server.name} pool was renewed (the server moved): nothing was sent") from exc
+            raise await self._exhausted(server, timeout, probe) from exc
+
+    async def _exhausted(self, server: _AsyncServer, timeout: float, probe: bool) -> PoolExhausted:
+        """PoolExhausted with the pool's numbers and, when it could not connect, what the server is doing."""
+        stats = server.pool.get_stats()
+        size, most = stats.get("pool_size", 0), stats.get("pool_max", 0)
+        idle, waiting = stats.get("pool_available", 0), stats.get("requests_waiting", 0)
+        errors = stats.get("connections_errors", 0)
+        failing = size == 0 or errors > self._pool_errors.get(server.name, 0)  # its tries to connect failed of late
+        self._pool_errors[server.name] = errors
+        why = "every connection is busy; raise CLINICDB_POOL_MAX_SIZE or keep transactions shorter"
+        if probe:  # is the server there at all?
+            seen = await acheck_server(server.name, server.name, server.url, min(1.0, self.options.health_timeout))
+            if not seen["up"]:
+                failing, why = True, f"the server is down or unreachable ({seen['error']})"
+            elif seen["in_recovery"]:
+                failing, why = True, "the server answers as a standby: failing over"
+            elif failing:
+                why = "the pool's tries to connect failed and the server answers now: it was restarting or moving"
+            promoted = [str(r["name"]) for r in self.router.snapshot() if r["promoted"]]
+            if promoted:
+                why += f"; {', '.join(promoted)} answered as a primary: failing over (see db.health())"
+        elif failing:
+            why = "the pool's tries to connect failed: the server is down or restarting"
+        error = PoolExhausted(
+            f"no connection from the {server.name} pool within {timeout:.2f}s: {size} open of max {most},"
+            f" {idle} idle, {waiting} other requests waiting; {why}"
+        )
+        error.server_down = failing
+        return error
+
+    async def _open_replica(
+        self, index: int, opening: _wire.Opening, wait_for: CausalToken | None
+    ) -> tuple[AConn, _AsyncServer, AsyncConnectionPool[AConn], str] | None:
+        """The read opened on replica ``index``, or None (and the reason recorded) to try another route."""
+        server = self.replicas[index]
+        pool = server.pool
+        try:
+            conn = await self._getconn(server, self.options.replica_acquire_timeout)
+        except PoolExhausted as exc:
+            if exc.server_down:
+                self._replica_failed(index, exc)
+            return None
+        except NotSent:
+            return None
+        try:
+            replay = await _open(conn, opening)
+        except BaseException as exc:
+            await self._discard(pool, conn, midway=not isinstance(exc, psycopg.Error))
+            if isinstance(exc, psycopg.Error) and _retry.connection_lost(exc):
+                self._replica_failed(index, exc)
+                return None
+            raise
+        if replay is None:  # out of recovery: promoted
+            await self._discard(pool, conn)
+            if self.router.record_promoted(index):
+                logger.warning("clinicdb: replica %s answered as a primary (promoted): no reads go there", server.name)
+            return None
+        self.router.observe_replay_text(index, replay)
+        if wait_for is not None and not await self._wait_replay(conn, replay, wait_for):
+            await self._discard(pool, conn)
+            return None
+        return conn, server, pool, REPLICA
+
+    async def _wait_replay(self, conn: AConn, replay: str, token: CausalToken) -> bool:
+        deadline = time.monotonic() + self.options.causal_wait
+        while parse_lsn(replay) < token.lsn:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.002)
+            found = _wire.text_value((await _send(conn, _wire.REPLAY_LSN))[0], 0)
+            replay = found or replay
+        return True
+
+    async def _discard(self, pool: AsyncConnectionPool[AConn], conn: AConn, *, midway: bool = False) -> None:
+        """Back to the pool with nothing of the transaction left: rolled back, or closed when that fails.
+
+        ``midway``: interrupted inside a flight (cancelled, KeyboardInterrupt): the protocol state is unknown, close.
+        """
+        if midway:
+            await conn.close()
+        elif not conn.broken and not conn.closed:
+            try:
+                await _send(conn, b"rollback")
+            except psycopg.Error:
+                await conn.close()
+        await pool.putconn(conn)
+
+    async def _renew_pool(self, server: _AsyncServer, url: str | None = None) -> None:
+        """A fresh pool for ``server`` (to ``url``): the old one may be in its reconnect back-off or point elsewhere."""
+        old = server.pool
+        server.url = url or server.url
+        server.pool = self._pool(server.name, server.url)
+        await server.pool.open(wait=False)
+        await old.close(timeout=1.0)
+
+    def _failed(self, route: str, server: _AsyncServer, scope: Scope, exc: BaseException) -> None:
+        """What an error inside a block says about the server and the keyring."""
+        if route == REPLICA and _retry.connection_lost(exc):
+            self._replica_failed(self.replicas.index(server), exc)
+        if self.keyring is not None and is_stale_keyring(exc):
+            self.keyring.invalidate(scope.clinic_id)
+
+    def _replica_failed(self, index: int, exc: BaseException) -> None:
+        error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if self.router.record_failure(index, error):
+            self._metrics.breaker_trip()
+            logger.warning("clinicdb: replica %s marked unhealthy: %s", self.replicas[index].name, error)
+
+    async def _commit_read(self, conn: AConn, *, standby: bool) -> None:
+        # A read changes nothing: a caught error inside the block just means rolling back.
+        status = conn.pgconn.transaction_status
+        if status == _INERROR:
+            await _send(conn, _wire.ROLLBACK)
+        elif status == _INTRANS:
+            await _send(conn, _wire.COMMIT_STANDBY_READ if standby else _wire.COMMIT_READ)
+        else:  # the block ended the transaction itself: still leave nothing behind
+            await _send(conn, _wire.CLEAN_SESSION)
+
+    async def _commit_write(self, conn: AConn, scope: Scope, started: float) -> None:
+        status = conn.pgconn.transaction_status
+        if status == _INERROR:
+            await _send(conn, _wire.ROLLBACK)
+            raise TransactionAborted(
+                "a statement failed inside the block and the error was caught: the transaction was rolled back,"
+                " nothing in it was committed"
+            )
+        if status != _INTRANS:  # the block ended the transaction itself: still leave nothing behind
+            await _send(conn, _wire.CLEAN_SESSION)
+            return
+        try:
+            results = await _send(conn, _wire.COMMIT_WITH_TOKEN)
+        except psycopg.Error as exc:
+            if _retry.connection_lost(exc) or conn.broken:
+                self._metrics.commit_unknown()
+                began = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=time.perf_counter() - started)
+                raise CommitOutcomeUnknown(
+                    "the connection was lost while COMMIT was in flight: the write may or may not be applied;"
+                    " it was not retried: ask db.settle(exc.request_id, exc.clinic_id, since=exc.started_at)",
+                    clinic_id=scope.clinic_id,
+                    request_id=scope.request_id,
+                    started_at=began,
+                ) from exc
+            raise
+        lsn = _wire.text_value(results[-1], 0)
+        if lsn is not None:
+            self._token.set(later(self._token.get(), CausalToken(parse_lsn(lsn))))
+
+    # -- keyrings -----------------------------------------------------------------
     async def blind_index(self, clinic_id: Any, table: str, column: str, value: str) -> list[bytes]:
         """The blind index values of ``value`` in ``table.column`` for ``clinic_id`` (needs ``keyring=``).
 
@@ -444,11 +699,8 @@ class AsyncClinicDB:
     async def _load_keyring(self, clinic: uuid.UUID, keyring: KeyringCache) -> None:
         """Put ``clinic``'s keyring in the cache if it is not there (one transaction on the primary)."""
         if not keyring.loaded(clinic):
-            conn = await self._open_primary(None)
-            try:
+            async with self.primary.pool.connection(timeout=self.options.acquire_timeout) as conn:
                 await keyring.load_async(conn, clinic)
-            finally:
-                await self._put(self.primary, conn)
 
     async def _with_keyring(self, scope: Scope, keyring: KeyringCache) -> Scope:
         """``scope`` plus the clinic's ``app.clinic_keyring``, loaded first if not cached."""
@@ -458,252 +710,116 @@ class AsyncClinicDB:
                 return scope.with_settings(keyring.settings(scope.clinic_id))
         raise LookupError(f"the keyring of clinic {scope.clinic_id} was invalidated while loading: try again")
 
-    async def _close(self, conn: AConn, message: bytes) -> list[pq.abc.PGresult]:
-        async with conn.lock:
-            results = await conn.wait(_wire.closing(conn.pgconn, message))
-        return _wire.raise_first_error(results, conn)
-
-    async def _getconn(self, server: _AsyncServer, timeout: float) -> AConn:
-        """A connection from ``server``'s pool, which ``_put`` returns it to; PoolTimeout if none came in time.
-
-        A pool that could not open any connection because the login was refused raises that refusal instead.
-        """
-        try:
-            conn = await server.pool.getconn(timeout=timeout)
-        except PoolTimeout as exc:
-            if self._refusal is not None:
-                raise self._refusal from exc
-            raise
-        # Remember the pool: a replica's pool may be renewed before the connection comes back.
-        _deferred.state(conn).owner = server.pool
-        return conn
-
-    async def _send_opening(self, conn: AConn, opening: Opening) -> str | None:
-        """Send the opening now, on its own (a causal read must see the replica's position first); the replay LSN."""
-        deferred = _deferred.state(conn)
-        deferred.pending = opening
-        async with conn.lock:
-            await conn.wait(_deferred.flush_gen(conn))
-        replay, deferred.replay = deferred.replay, None
-        return replay
-
-    async def _open_primary(self, opening: Opening | None) -> AConn:
-        # A pooled connection the primary closed (restart) is discarded for another: nothing has run yet.
-        timeout = self.config.acquire_timeout
-        for _ in range(primary_reopen_attempts(self.config)):
-            try:
-                conn = await self._getconn(self.primary, timeout)
-            except PoolTimeout as exc:
-                stats = self.primary.pool.get_stats()
-                raise PoolExhausted(exhausted_message(self.primary.name, stats, timeout)) from exc
-            if not _deferred.looks_dead(conn.pgconn):
-                _deferred.state(conn).pending = opening
-                return conn
-            await self._release_failed(self.primary, conn)
-        raise psycopg.OperationalError(
-            "the primary had closed every pooled connection tried (restarted or down?): try again, or see db.health()"
-        )
-
-    async def _begin(self, opening: Opening, token: CausalToken | None) -> tuple[AConn, _AsyncServer, str]:
-        tried: set[int] = set()
-        waited = False
-        while True:
-            route = self.router.pick(token, exclude=frozenset(tried))
-            if route.replica is not None:
-                conn = await self._open_replica(route.replica, opening, None)
-                if conn is not None:
-                    return conn, self.replicas[route.replica], ROUTE_REPLICA
-                tried.add(route.replica)
-                continue
-            if route.reason == CAUSAL and token is not None and self.config.causal_wait > 0 and not waited:
-                waited = True
-                index = self.router.waitable(token, exclude=frozenset(tried))
-                if index is not None:
-                    conn = await self._open_replica(index, opening, token)
-                    if conn is not None:
-                        return conn, self.replicas[index], ROUTE_REPLICA
-            if route.reason != NO_REPLICAS and route.reason is not None:
-                self._metrics.failover(route.reason)
-            return await self._open_primary(opening), self.primary, ROUTE_PRIMARY
-
-    async def _open_replica(self, index: int, opening: Opening, wait_for: CausalToken | None) -> AConn | None:
-        server = self.replicas[index]
-        try:
-            conn = await self._getconn(server, self.config.replica_acquire_timeout)
-        except PoolTimeout as exc:
-            if server.pool.get_stats().get("pool_size", 0) == 0:
-                self._replica_failed(index, exc)
-            return None
-        if _deferred.looks_dead(conn.pgconn):
-            await self._release_failed(server, conn)
-            self._replica_failed(index, psycopg.OperationalError("the replica closed a pooled connection"))
-            return None
-        if wait_for is None:
-            _deferred.state(conn).pending = opening
-            return conn
-        try:
-            replay = await self._send_opening(conn, opening)
-        except psycopg.Error as exc:
-            await self._release_failed(server, conn)
-            if _retry.connection_lost(exc):
-                self._replica_failed(index, exc)
-                return None
-            raise
-        if replay is not None:
-            self.router.observe_replay_text(index, replay)
-        if not await self._wait_replay(conn, replay, wait_for):
-            await self._release_failed(server, conn)
-            return None
-        return conn
-
-    async def _wait_replay(self, conn: AConn, replay: str | None, token: CausalToken) -> bool:
-        deadline = time.monotonic() + self.config.causal_wait
-        while True:
-            if replay is not None and parse_lsn(replay) >= token.lsn:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.002)
-            cur = await conn.execute(_wire.REPLAY_LSN)
-            row = await cur.fetchone()
-            replay = row[0] if row else None
-
-    async def _put(self, server: _AsyncServer, conn: AConn) -> None:
-        # Back to the pool it came from: a replica's pool may have been renewed meanwhile.
-        st = _deferred.state(conn)
-        owner, st.owner = st.owner or server.pool, None
-        await owner.putconn(conn)
-
-    async def _renew_pool(self, server: _AsyncServer) -> None:
-        """A fresh pool for a replica that came back: the old one may be stuck in its reconnect back-off."""
-        old, server.pool = server.pool, self._pool(server.name, server.url)
-        await server.pool.open(wait=False)
-        with contextlib.suppress(PoolTimeout):
-            await server.pool.wait(timeout=self.config.health_timeout)
-        await old.close(timeout=1.0)
-
-    async def _release_failed(self, server: _AsyncServer, conn: AConn) -> None:
-        _deferred.state(conn).pending = None
-        if not conn.broken and not conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                await conn.rollback()
-        await self._put(server, conn)
-
-    def _replica_failed(self, index: int, exc: BaseException) -> None:
-        if self.router.record_failure(index, redacted_error(exc)):
-            self._metrics.breaker_trip()
-            logger.warning("clinicdb: replica %s marked unhealthy: %s", self.replicas[index].name, redacted_error(exc))
-
-    async def _commit_read(self, conn: AConn, *, standby: bool) -> None:
-        # A read changes nothing: a caught error inside the block just means rolling back.
-        status = conn.pgconn.transaction_status
-        if status == pq.TransactionStatus.INERROR:
-            await self._close(conn, _wire.ROLLBACK)
-        elif status == pq.TransactionStatus.INTRANS:
-            await self._close(conn, _wire.COMMIT_STANDBY_READ if standby else _wire.COMMIT_READ)
-        else:  # the block ended the transaction itself: still leave nothing behind
-            await self._close(conn, _wire.CLEAN_SESSION)
-
-    async def _commit_write(self, conn: AConn) -> None:
-        status = conn.pgconn.transaction_status
-        if status == pq.TransactionStatus.INERROR:
-            await self._close(conn, _wire.ROLLBACK)
-            raise aborted_error()
-        if status != pq.TransactionStatus.INTRANS:
-            # The block ended the transaction itself: nothing to commit, still leave nothing behind.
-            await self._close(conn, _wire.CLEAN_SESSION)
-            return
-        try:
-            results = await self._close(conn, _wire.COMMIT_WITH_TOKEN)
-        except psycopg.Error as exc:
-            if _retry.connection_lost(exc) or conn.broken:
-                self._metrics.commit_unknown()
-                raise CommitOutcomeUnknown(
-                    "the connection was lost while COMMIT was in flight: the write may or may not be applied;"
-                    " check before repeating it (it was not retried)"
-                ) from exc
-            raise
-        lsn = _wire.text_value(results[-1], 0)
-        if lsn is not None:
-            token = CausalToken(parse_lsn(lsn))
-            self._token.set(later(self._token.get(), token))
-
-    # -- replica checks -----------------------------------------------------------
+    # -- the background check -----------------------------------------------------
     async def _pause(self, seconds: float) -> bool:
-        """Wait between replica checks; False once the driver is closing (the async one is cancelled instead)."""
+        """Wait between checks; False once the driver is closing (the async one is cancelled instead)."""
         await asyncio.sleep(seconds)  # NOSYNC
         return True  # NOSYNC
         # sync: return not self._closing.wait(seconds)
 
     async def _monitor_loop(self) -> None:
-        while await self._pause(self.config.replica_check_interval):
+        while await self._pause(self.options.replica_check_interval):
             try:
-                await self._check_replicas()
-            except Exception:  # keep checking whatever happens; reads must not depend on this loop
-                logger.exception("clinicdb: replica check failed")
+                await self._check_servers()
+            except Exception:  # keep checking whatever happens; transactions must not depend on this loop
+                logger.exception("clinicdb: server check failed")
 
-    async def _check_replicas(self) -> None:
+    async def _probe(self, key: str, url: str, sql: str) -> tuple[Any, ...] | str:
+        """One row of ``sql`` on the monitor's own connection for ``key``; the error text when that fails."""
+        conn = self._monitor_conns.get(key)
+        try:
+            if conn is None or conn.closed:
+                timeout = max(1, round(self.options.health_timeout))
+                conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=timeout)
+                self._monitor_conns[key] = conn
+            cur = await conn.execute(sql)
+            row = await cur.fetchone()
+            assert row is not None
+            return (*row, f"{conn.info.host}:{conn.info.port}")
+        except psycopg.Error as exc:
+            if conn is not None:
+                await conn.close()
+            self._monitor_conns[key] = None
+            return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+    async def _check_servers(self) -> None:
+        """Measure the replicas' lag, notice promotions and a moved primary, and move writes when the primary went."""
         if not self.replicas:
             return
-        timeout = max(1, round(self.config.health_timeout))
-        try:
-            if self._primary_monitor is None or self._primary_monitor.closed:
-                self._primary_monitor = await psycopg.AsyncConnection.connect(
-                    self.primary.url, autocommit=True, connect_timeout=timeout
-                )
-            cur = await self._primary_monitor.execute("select pg_current_wal_lsn()::text")
-            row = await cur.fetchone()
-            if row and row[0]:
-                self.router.observe_primary(parse_lsn(row[0]))
-        except psycopg.Error:
-            if self._primary_monitor is not None:
-                await self._primary_monitor.close()
-            self._primary_monitor = None
+        seen = await self._probe("primary", self._primary_url, "select pg_is_in_recovery(), pg_current_wal_lsn()::text")
+        primary_ok = isinstance(seen, tuple) and seen[0] is False
+        if isinstance(seen, tuple) and primary_ok:
+            self.router.observe_primary(parse_lsn(seen[1]))
+            # Back from an outage (the pool may sit in its reconnect back-off), or the URL leads elsewhere now.
+            if self._primary_host not in (None, seen[2]) and self.primary.url == self._primary_url:
+                logger.warning("clinicdb: the primary answers at %s again: renewing its pool", seen[2])
+                await self._renew_pool(self.primary)
+            self._primary_host = seen[2]
+        else:
+            self._primary_host = ""  # down or a standby: renew the pool when it answers as a primary again
+        writable: list[int] = []
         for index, server in enumerate(self.replicas):
-            if not self.router.due_for_check(index):
-                continue
             # sync: if self._closing.is_set():
             # sync:     return
-            was_open = self.router.replicas[index].breaker_open
-            conn = self._monitor_conns.get(index)
-            try:
-                if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(server.url, autocommit=True, connect_timeout=timeout)
-                    self._monitor_conns[index] = conn
-                cur = await conn.execute("select pg_last_wal_replay_lsn()::text, pg_is_in_recovery()")
-                found = await cur.fetchone()
-                problem = monitor_row_problem(found)
-                if problem is not None:
-                    self._replica_failed(index, RuntimeError(problem))
-                    continue
-                if was_open:
-                    await self._renew_pool(server)
-                    self.router.record_recovery(index)
-                    logger.warning("clinicdb: replica %s is back", server.name)
-                assert found is not None
-                self.router.observe_replay(index, parse_lsn(found[0]), measured=True)
-            except psycopg.Error as exc:
-                if conn is not None:
-                    await conn.close()
-                self._monitor_conns[index] = None
-                self._replica_failed(index, exc)
+            if not self.router.due_for_check(index):
+                continue
+            found = await self._probe(server.name, server.url, _wire.REPLAY_LSN.decode())
+            if isinstance(found, str):
+                self._replica_failed(index, RuntimeError(found))
+                continue
+            if found[0] is None:
+                writable.append(index)
+                if self.router.record_promoted(index):
+                    logger.warning("clinicdb: replica %s is out of recovery (promoted): no reads go there", server.name)
+                continue
+            was_promoted = self.router.record_promoted(index, False)
+            if self.router.replicas[index].breaker_open or was_promoted:
+                await self._renew_pool(server)  # back: the old pool may be stuck in its reconnect back-off
+                self.router.record_recovery(index)
+                logger.warning("clinicdb: replica %s is back", server.name)
+            self.router.observe_replay(index, parse_lsn(found[0]), measured=True)
+        await self._follow_writes(primary_ok, writable)
+
+    async def _follow_writes(self, primary_ok: bool, writable: list[int]) -> None:
+        """Writes go to the configured primary while it is writable, else to a replica that was promoted."""
+        # A promoted replica that already takes the writes keeps them, even when the old primary is back
+        # writable: moving back would hide what was written there (two primaries need a person to decide).
+        staying = [i for i in writable if self.replicas[i].url == self.primary.url]
+        if staying:
+            return
+        if primary_ok:
+            target = self._primary_url
+        elif writable:
+            target = self.replicas[writable[0]].url
+        else:
+            return
+        if target != self.primary.url:
+            to = "the configured primary" if target == self._primary_url else describe_url(target)
+            logger.warning("clinicdb: writes move to %s", to)
+            self._metrics.failover("primary_moved")
+            await self._renew_pool(self.primary, target)
 
     # -- health and metrics -------------------------------------------------------
     async def health(self) -> dict[str, Any]:
-        """Per server up/down, latency, replica lag, and overall healthy/degraded/down (cached a few seconds)."""
+        """Per server up/down, role, latency, replica lag; overall healthy/degraded/down (cached a few seconds).
+
+        Reflects where writes go now (``write_target``), replicas found
+        promoted or behind an open breaker, and a primary that answers as a standby.
+        """
         async with self._health_lock:
             now = time.monotonic()
-            if self._health is None or now - self._health_at > self.config.health_cache:
-                timeout = self.config.health_timeout
-                checks = [acheck_server("primary", "primary", self.primary.url, timeout)]
-                checks += [acheck_server(r.name, "replica", r.url, timeout) for r in self.replicas]
+            if self._health is None or now - self._health_at > self.options.health_cache:
+                timeout = self.options.health_timeout
+                checks = [acheck_server(PRIMARY, PRIMARY, self.primary.url, timeout)]
+                checks += [acheck_server(r.name, REPLICA, r.url, timeout) for r in self.replicas]
                 servers = list(await asyncio.gather(*checks))  # NOSYNC
                 # sync: servers = checks
-                self._health = summarize(servers, max_lag=self.config.max_replica_lag)
+                target = next((r.name for r in self.replicas if r.url == self.primary.url), PRIMARY)
+                self._health = summarize(
+                    servers, max_lag=self.options.max_replica_lag, routing=self.router.snapshot(), write_target=target
+                )
                 self._health_at = now
-            result = dict(self._health)
-        result["routing"] = self.router.snapshot()
-        return result
+            return dict(self._health)
 
     def metrics(self) -> dict[str, Any]:
         """Pool stats per server, per-route counts and p50/p95/p99, retries, failovers, slow transactions."""

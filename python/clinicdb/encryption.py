@@ -29,7 +29,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from clinicdb.keys import NEW_MASTER_KEY_SETTING, parse_master_key, quiet_parameters, set_master_key
+from clinicdb._scope import make_scope, scope_sql, set_scope
+from clinicdb.keys import (
+    MASTER_KEY_SETTING,
+    NEW_MASTER_KEY_SETTING,
+    parse_master_key,
+    quiet_parameters,
+    set_master_key,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -42,9 +49,8 @@ def is_stale_keyring(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) and exc.sqlstate == STALE_KEYRING_SQLSTATE
 
 
-# What load() runs, in one transaction of its own: the clinic and the master key in force, the export, and the
-# labels of the blind-indexed columns (blind_index() needs them).
-_LOAD_SETTINGS = "select set_config('app.clinic_id', %s, true), set_config('app.master_key', %s, true)"
+# What load() runs, in one transaction of its own: the clinic and the master key in force (scope_sql), the export,
+# and the labels of the blind-indexed columns (blind_index() needs them).
 _EXPORT = "select clinicdb.export_keyring()"
 _LABELS = (
     "select n.nspname || '.' || c.relname, ec.column_name, ec.label"
@@ -98,8 +104,7 @@ class KeyringCache:
         cache = KeyringCache(load_master_key())
         cache.load(conn, clinic)                       # once, outside a transaction
         with conn.transaction():
-            conn.execute("select set_config('app.clinic_id', %s, true), set_config(%s, %s, true)",
-                         (str(clinic), KEYRING_SETTING, cache.keyring(clinic)))
+            clinicdb.set_scope(conn, clinic, settings=cache.settings(clinic))
             values = cache.blind_index(clinic, "public.patients", "ssn", "123-45-6789")
             cond = blind_index_condition("ssn_blind_index", values)
             conn.execute(sql.SQL("select id, ssn from patients_decrypted where {}").format(cond), values)
@@ -132,7 +137,7 @@ class KeyringCache:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             raise RuntimeError("KeyringCache.load() needs a connection outside a transaction (it commits its own)")
         with conn.transaction():
-            conn.execute(_LOAD_SETTINGS, (str(clinic_id), self._master_key))
+            conn.execute(*self._load_scope(clinic_id))
             row = conn.execute(_EXPORT).fetchone()
             labels = conn.execute(_LABELS).fetchall()
         self._store(clinic_id, row, labels)
@@ -142,10 +147,13 @@ class KeyringCache:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             raise RuntimeError("KeyringCache.load() needs a connection outside a transaction (it commits its own)")
         async with conn.transaction():
-            await conn.execute(_LOAD_SETTINGS, (str(clinic_id), self._master_key))
+            await conn.execute(*self._load_scope(clinic_id))
             row = await (await conn.execute(_EXPORT)).fetchone()
             labels = await (await conn.execute(_LABELS)).fetchall()
         self._store(clinic_id, row, labels)
+
+    def _load_scope(self, clinic_id: uuid.UUID) -> tuple[str, list[str]]:
+        return scope_sql(make_scope(clinic_id, settings={MASTER_KEY_SETTING: self._master_key}))
 
     def _store(self, clinic_id: uuid.UUID, row: Any, labels: Sequence[Any]) -> None:
         assert row is not None
@@ -339,7 +347,7 @@ def _batch(conn: Conn, plan: ReencryptPlan, master_key: str, batch_size: int) ->
     """One committed batch as the application for the plan's clinic, with its checkpoint."""
     with _keyed(conn, master_key):
         conn.execute("set local role clinicdb_app")
-        conn.execute("select set_config('app.clinic_id', %s, true)", (str(plan.clinic_id),))
+        set_scope(conn, plan.clinic_id)
         row = conn.execute(
             "select last_id, rows_scanned, rows_rewritten from clinicdb.reencrypt_batch(%s::regclass, %s, %s)",
             (plan.table, plan.resume_after, batch_size),
@@ -363,7 +371,7 @@ def _batch(conn: Conn, plan: ReencryptPlan, master_key: str, batch_size: int) ->
 def _remaining(conn: Conn, plan: ReencryptPlan, master_key: str) -> int:
     with _keyed(conn, master_key):
         conn.execute("set local role clinicdb_app")
-        conn.execute("select set_config('app.clinic_id', %s, true)", (str(plan.clinic_id),))
+        set_scope(conn, plan.clinic_id)
         row = conn.execute("select clinicdb.reencrypt_remaining(%s::regclass)", (plan.table,)).fetchone()
         conn.execute("reset role")
     return int(row[0]) if row else 0

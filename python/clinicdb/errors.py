@@ -6,6 +6,10 @@ unchanged; these are the driver's own.
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+
+import psycopg
 from psycopg_pool import PoolTimeout
 
 
@@ -21,15 +25,41 @@ class NoClinicScope(ClinicDBError, LookupError):
 
 
 class PoolExhausted(ClinicDBError, PoolTimeout):
-    """No connection became free (or could be opened) within the acquire timeout; the message has the pool's numbers."""
+    """No connection became free (or could be opened) within the acquire timeout.
+
+    The message has the pool's numbers and, when the pool could open no
+    connection, what the server is doing (down, a standby, failing over).
+    ``server_down`` is then True, and ``run_read``/``run_write`` retry: nothing was sent.
+    """
+
+    server_down: bool = False
+
+
+class NotSent(ClinicDBError, psycopg.OperationalError):
+    """The connection failed before any statement of the block was sent: nothing of the transaction ran.
+
+    ``run_read`` and ``run_write`` run it again; inside ``db.read()``/``db.write()`` run the block again yourself.
+    """
 
 
 class CommitOutcomeUnknown(ClinicDBError):
     """The connection was lost while COMMIT was in flight: the write may or may not have been applied.
 
-    The driver never retries such a write. Check the data (ideally through an
-    idempotency key your application chose) before doing it again.
+    The driver never retries such a write. Ask ``db.settle(exc.request_id, exc.clinic_id, since=exc.started_at)``
+    whether it landed (the audit trail on the primary knows, when the write
+    passed a ``request_id`` and changed an audited table) before doing it again.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        clinic_id: uuid.UUID | None = None,
+        request_id: str | None = None,
+        started_at: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.clinic_id, self.request_id, self.started_at = clinic_id, request_id, started_at
 
 
 class TransactionAborted(ClinicDBError):
@@ -47,6 +77,7 @@ __all__ = [
     "ClinicDBError",
     "CommitOutcomeUnknown",
     "NoClinicScope",
+    "NotSent",
     "PoolExhausted",
     "TransactionAborted",
     "UnsafeLogin",

@@ -4,8 +4,11 @@ Checked on short-lived connections of their own (never the application's
 pool, so a full pool cannot make a healthy server look down) with a connect
 timeout, and cached by the driver for ``CLINICDB_HEALTH_CACHE_MS``.
 
-Overall status: ``down`` when the primary is down; ``degraded`` when a replica
-is down or lags more than ``max_replica_lag``; else ``healthy``.
+Overall status: ``down`` when the server writes go to is down or answers as
+a standby; ``degraded`` when writes went to a promoted replica (failover), or
+a replica is down, promoted, lags more than ``max_replica_lag`` or has its
+breaker open in the driver; else ``healthy``. ``server`` names the host that
+answered, so a multi-host URL shows where it leads now.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ def describe_url(url: str) -> str:
     return f"{user}{'@' if user else ''}{host}:{port}/{params.get('dbname') or ''}"
 
 
+def _answered(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], url: str) -> str:
+    """``user@host:port/dbname`` of the server a connection reached (one host of a multi-host URL)."""
+    info = conn.info
+    return f"{info.user}@{info.host}:{info.port}/{info.dbname}" if info.host else describe_url(url)
+
+
 def _server(name: str, role: str, url: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -63,6 +72,7 @@ def check_server(name: str, role: str, url: str, timeout: float) -> dict[str, An
     try:
         with psycopg.connect(url, connect_timeout=max(1, round(timeout)), autocommit=True) as conn:
             row = conn.execute(HEALTH_SQL).fetchone()
+            result["server"] = _answered(conn, url)
     except (psycopg.Error, OSError) as exc:
         result["error"] = _error_text(exc)
         return result
@@ -83,6 +93,7 @@ async def acheck_server(name: str, role: str, url: str, timeout: float) -> dict[
             async with conn:
                 cur = await conn.execute(HEALTH_SQL)
                 row = await cur.fetchone()
+                result["server"] = _answered(conn, url)
     except (psycopg.Error, OSError, TimeoutError) as exc:
         result["error"] = _error_text(exc)
         return result
@@ -93,20 +104,53 @@ async def acheck_server(name: str, role: str, url: str, timeout: float) -> dict[
     return result
 
 
-def summarize(servers: list[dict[str, Any]], *, max_lag: int) -> dict[str, Any]:
-    """Lag per replica and the overall status from per-server checks (primary first)."""
+def summarize(
+    servers: list[dict[str, Any]],
+    *,
+    max_lag: int,
+    routing: list[dict[str, Any]] | None = None,
+    write_target: str = "primary",
+) -> dict[str, Any]:
+    """Lag per replica and the overall status from per-server checks (the write target first).
+
+    ``routing`` is the driver's view of each replica (breaker, promoted);
+    ``write_target`` names the server writes go to now ("primary" unless a
+    promoted replica took over).
+    """
     primary = servers[0]
     primary_lsn = parse_lsn(primary["lsn"]) if primary["up"] and primary["lsn"] else None
-    degraded = False
+    problems: list[str] = []
+    if write_target != "primary":
+        problems.append(f"failed over: writes go to {write_target}, promoted from replica")
+    states = {r["name"]: r for r in routing or []}
     for server in servers[1:]:
-        if server["up"] and server["lsn"] and primary_lsn is not None:
+        if server["up"] and server["lsn"] and primary_lsn is not None and server["in_recovery"]:
             server["lag_bytes"] = max(primary_lsn - parse_lsn(server["lsn"]), 0)
-        if not server["up"] or server["in_recovery"] is False or (server["lag_bytes"] or 0) > max_lag:
-            degraded = True
+        state = states.get(server["name"], {})
+        if server["up"] and server["in_recovery"] is False:
+            server["role"] = "promoted"
+        if not server["up"]:
+            problems.append(f"{server['name']} is down")
+        elif server["role"] == "promoted" and server["name"] != write_target:
+            problems.append(f"{server['name']} answers as a primary (promoted) and takes no reads")
+        elif (server["lag_bytes"] or 0) > max_lag:
+            problems.append(f"{server['name']} lags {server['lag_bytes']} bytes")
+        elif state.get("breaker_open"):
+            problems.append(f"{server['name']} failed in the driver: {state.get('last_error')}")
     if not primary["up"]:
         status = "down"
+        problems.insert(0, f"the write target is down: {primary['error']}")
     elif primary["in_recovery"]:
-        status = "degraded"  # the "primary" URL points at a standby: writes will fail
+        status = "down"  # the URL writes go to reaches a standby: every write fails
+        problems.insert(0, "the write target answers as a standby")
     else:
-        status = "degraded" if degraded else "healthy"
-    return {"status": status, "checked_at": time.time(), "max_replica_lag_bytes": max_lag, "servers": servers}
+        status = "degraded" if problems else "healthy"
+    return {
+        "status": status,
+        "problems": problems,
+        "write_target": write_target,
+        "checked_at": time.time(),
+        "max_replica_lag_bytes": max_lag,
+        "servers": servers,
+        "routing": list(routing or []),
+    }

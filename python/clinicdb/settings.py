@@ -28,7 +28,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CLINICDB_REPLICA_URLS",
         "",
-        "Comma-separated replica URLs for reads; empty means reads use the primary.",
+        "Replica URLs for reads, separated by whitespace (commas still work between whole URLs), so a multi-host "
+        "URL fits; empty means reads use the primary. `clinicdb health` still splits on commas only.",
     ),
     Setting(
         "CLINICDB_ADMIN_URL",
@@ -87,12 +88,6 @@ SETTINGS: tuple[Setting, ...] = (
         "CLINICDB_ACQUIRE_TIMEOUT_MS",
         "5000",
         "Driver: how long a transaction waits for a pooled connection before PoolExhausted.",
-    ),
-    Setting(
-        "CLINICDB_POOL_RECONNECT_TIMEOUT_MS",
-        "300000",
-        "Driver: how long a pool retries, with doubling waits, a connection it lost before dropping the attempt"
-        " (the next transaction then starts a fresh one); `dev env --ha` sets 1000 (docs/ha.md).",
     ),
     Setting(
         "CLINICDB_REPLICA_ACQUIRE_TIMEOUT_MS",

@@ -119,6 +119,9 @@ class AsyncFacade:
     def copy_rows(self, *args: Any, **kwargs: Any) -> int:
         return int(self.run(self.adb.copy_rows(*args, **kwargs)))
 
+    def settle(self, *args: Any, **kwargs: Any) -> bool:
+        return bool(self.run(self.adb.settle(*args, **kwargs)))
+
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self.run(self.adb.health())
         return result

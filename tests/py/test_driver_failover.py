@@ -1,8 +1,10 @@
-"""Replica failover on servers of its own: stopping the replica never fails a read.
+"""Failures around a transaction: a replica that stops, connections that die before or during a transaction.
 
-These tests stop and start a replica, so they use a throwaway primary +
-replica (``throwaway_servers``) instead of the shared ``servers`` fixture, and
-run over both drivers like test_driver.py.
+The replica tests stop and start a replica, so they use a throwaway primary +
+replica (``throwaway_servers``) instead of the shared ``servers`` fixture.
+The others put tests/py/tcp_proxy.py between the driver and the primary to
+cut connections at exact moments. All run over both drivers like test_driver.py.
+(A promoted replica: test_driver_promotion.py.)
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from clinicdb import AsyncClinicDB, ClinicDB
+from clinicdb import AsyncClinicDB, ClinicDB, CommitOutcomeUnknown
 from clinicdb.devcluster.testing import ServerSet, throwaway_servers
 from driver_facade import AsyncFacade
+from tcp_proxy import CountingProxy
 
 pytestmark = pytest.mark.slow
 
@@ -110,30 +113,92 @@ def test_stopping_the_replica_mid_run_fails_no_read_and_starting_it_brings_reads
     assert failures == [], f"{len(failures)} reads failed: {failures[:3]}"
 
 
-def test_a_write_follows_a_returning_primary_within_a_second_of_the_pools_reconnect_timeout() -> None:
-    """After an 8 s outage, a pool with a 1 s reconnect timeout takes writes again within 3 s of the server's return
-    (psycopg_pool's doubling waits alone would retry only about 15 s after the outage began)."""
-    with throwaway_servers(replicas=0) as servers:
-        if servers.cluster is None:
-            pytest.skip("needs a local server to stop (not available with CLINICDB_TEST_DATABASE_URL)")
-        clinic = _clinic(servers)
-        db = ClinicDB(servers.app_url, reconnect_timeout=1.0, acquire_timeout=1.0)
-        try:
-            db.run_write(lambda cur: cur.execute("select 1"), clinic)
-            servers.cluster.stop_server("primary")
-            down_until = time.monotonic() + 8
-            while time.monotonic() < down_until:
-                with pytest.raises(psycopg.Error):
-                    db.run_write(lambda cur: cur.execute("select 1"), clinic)
-                time.sleep(0.2)
-            servers.cluster.start_server("primary")
-            back = time.monotonic()
-            while True:
-                try:
-                    db.run_write(lambda cur: cur.execute("select 1"), clinic)
-                    break
-                except psycopg.Error:
-                    assert time.monotonic() - back < 3, "no write within 3 s of the primary's return"
-                    time.sleep(0.05)
-        finally:
-            db.close()
+@pytest.fixture(params=["sync", "async"])
+def proxied(request: pytest.FixtureRequest, servers: ServerSet) -> Iterator[tuple[CountingProxy, Any]]:
+    """A proxy in front of the primary and a driver (pool of one) connected through it."""
+    proxy = CountingProxy(servers.app_url)
+    settings = {"min_size": 1, "max_size": 1, "acquire_timeout": 0.7, "retry_backoff": 0.01}
+    url = proxy.url_for(servers.app_url)
+    db: Any = (
+        ClinicDB(url, [], **settings) if request.param == "sync" else AsyncFacade(AsyncClinicDB(url, [], **settings))
+    )
+    try:
+        yield proxy, db
+    finally:
+        db.close()
+        proxy.close()
+
+
+def _warmed(proxied: tuple[CountingProxy, Any], clinic_pair: Any) -> tuple[CountingProxy, Any, uuid.UUID, uuid.UUID]:
+    """The proxy, the driver with its one pooled connection opened through the proxy, and the two clinics."""
+    proxy, db = proxied
+    a, b = clinic_pair
+    with db.write(a) as cur:
+        cur.execute("select 1")
+    return proxy, db, a, b
+
+
+def _insert(cur: Any, mrn: str) -> None:
+    cur.execute("insert into patients (mrn, given_name, family_name) values (%s, 'Fail', 'Over')", (mrn,))
+
+
+def _count(db: Any, clinic: uuid.UUID, mrn: str) -> int:
+    with db.read(clinic) as cur:
+        return int(cur.execute("select count(*) from patients where mrn = %s", (mrn,)).fetchone()[0])
+
+
+def test_a_pooled_connection_that_died_silently_is_swapped_before_the_block_runs(
+    proxied: tuple[CountingProxy, Any], clinic_pair: Any
+) -> None:
+    """The opening finds the dead connection, and the block runs on another one: no error, no retry of the block."""
+    proxy, db, a, _b = _warmed(proxied, clinic_pair)
+    proxy.sever_idle()
+    mrn = f"SWAP-{uuid.uuid4().hex[:8]}"
+    with db.write(a) as cur:
+        _insert(cur, mrn)
+    metrics = db.metrics()
+    assert metrics["reopened"] == 1 and metrics["retries"]["write"] == 0
+    assert _count(db, a, mrn) == 1
+
+
+def test_a_write_refused_before_any_byte_was_sent_is_retried_once_by_run_write(
+    proxied: tuple[CountingProxy, Any], clinic_pair: Any
+) -> None:
+    """With the server refusing connections, run_write's first attempt gets none; the retry lands the write once."""
+    proxy, db, a, _b = _warmed(proxied, clinic_pair)
+    proxy.refuse(1)  # the pool's reconnect is refused; its next try (about 1 s later) is let through
+    proxy.sever_idle()
+    calls: list[int] = []
+    mrn = f"UNSENT-{uuid.uuid4().hex[:8]}"
+
+    def write(cur: Any) -> str:
+        calls.append(1)
+        _insert(cur, mrn)
+        return "written"
+
+    assert db.run_write(write, a) == "written"
+    assert proxy.refused == 1
+    assert calls == [1], "the first attempt never reached the block: nothing of it was sent"
+    assert db.metrics()["retries"]["write"] == 1
+    assert _count(db, a, mrn) == 1
+
+
+def test_settle_says_whether_a_write_with_an_unknown_commit_outcome_landed(
+    proxied: tuple[CountingProxy, Any], clinic_pair: Any
+) -> None:
+    """After CommitOutcomeUnknown settle() says yes when the COMMIT landed, no when it never reached the server."""
+    proxy, db, a, b = _warmed(proxied, clinic_pair)
+    landed, lost = f"settle-{uuid.uuid4()}", f"settle-{uuid.uuid4()}"
+    with pytest.raises(CommitOutcomeUnknown) as yes, db.write(a, request_id=landed) as cur:
+        _insert(cur, landed[:40])
+        proxy.lose_next_reply()  # the COMMIT reaches the server; its answer does not come back
+    assert (yes.value.request_id, yes.value.clinic_id) == (landed, a)
+    assert db.settle(yes.value.request_id, yes.value.clinic_id, since=yes.value.started_at) is True
+    with pytest.raises(CommitOutcomeUnknown) as no, db.write(a, request_id=lost) as cur:
+        _insert(cur, lost[:40])
+        proxy.sever_idle()  # the COMMIT never reaches the server
+    assert db.settle(no.value.request_id, no.value.clinic_id, since=no.value.started_at) is False
+    assert db.settle(landed, a) is True, "without since= the whole trail is searched"
+    assert db.settle(landed, b) is False, "another clinic's settle never sees the write"
+    assert (_count(db, a, landed[:40]), _count(db, a, lost[:40])) == (1, 0)
+    assert db.metrics()["commit_outcome_unknown"] == 2

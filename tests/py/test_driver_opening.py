@@ -1,10 +1,10 @@
-"""The deferred opening: whatever the app runs first in a block, it runs with the clinic set.
+"""The opening: whatever the app runs first in a block, it runs with the clinic set.
 
-The driver sends ``BEGIN`` and the settings with the block's first statement
-(python/clinicdb/_deferred.py). These tests start a block with each way psycopg
-offers to run SQL and check that the first statement already saw the clinic,
-for the sync and the async driver, on a pool of one connection that alternates
-clinics (so a stale or missing opening would show).
+The driver opens the transaction (``BEGIN`` and the settings) before it hands
+the cursor over (python/clinicdb/_wire.py). These tests start a block with
+each way psycopg offers to run SQL and check that the first statement already
+saw the clinic, for the sync and the async driver, on a pool of one connection
+that alternates clinics (so a stale or missing opening would show).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_every_way_to_start_a_transaction_runs_with_the_clinic_set(
 
 
 def test_a_block_that_runs_nothing_leaves_the_connection_idle(db_of_one: ClinicDB, clinic_pair: Any) -> None:
-    """An empty block sends nothing; the next block on the same connection still gets its own clinic."""
+    """An empty block leaves the connection idle; the next block on the same connection gets its own clinic."""
     a, b = clinic_pair
     with db_of_one.write(a):
         pass

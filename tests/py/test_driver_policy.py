@@ -7,12 +7,22 @@ import uuid
 import psycopg
 import pytest
 
-from clinicdb import CausalToken, CommitOutcomeUnknown, DriverConfig, NoClinicScope, clinic_scope
-from clinicdb._common import Opening, _cached_build
+from clinicdb import (
+    CausalToken,
+    ClinicDB,
+    CommitOutcomeUnknown,
+    DriverConfig,
+    NoClinicScope,
+    NotSent,
+    Options,
+    PoolExhausted,
+    clinic_scope,
+)
 from clinicdb._config import ENV_NAMES
 from clinicdb._retry import delay, retryable
 from clinicdb._routing import CAUSAL, NO_REPLICAS, UNAVAILABLE, Router
 from clinicdb._scope import _plain_scope, make_scope, resolve
+from clinicdb._url import split_urls
 from clinicdb.settings import SETTINGS
 
 
@@ -111,6 +121,14 @@ def test_retry_covers_serialization_and_deadlock_and_read_connection_loss_only()
     assert not retryable(psycopg.errors.UniqueViolation(), read=False)
 
 
+def test_retry_covers_transactions_nothing_of_which_was_sent() -> None:
+    """NotSent, and PoolExhausted because the server is down, retry writes too; a pool merely busy does not."""
+    assert retryable(NotSent("the connection failed before the transaction started"), read=False)
+    down, busy = PoolExhausted("no connection: the server is down"), PoolExhausted("every connection is busy")
+    down.server_down = True
+    assert retryable(down, read=False) and not retryable(busy, read=False)
+
+
 def test_retry_delay_is_jittered_capped_and_growing() -> None:
     """Back-off delays stay within [0, min(cap, base * 2**(n-1))]."""
     for attempt in range(1, 12):
@@ -158,16 +176,16 @@ def test_resolve_validates_every_call_and_never_caches_extra_settings() -> None:
             resolve(clinic, user_id="a\x00b")
     assert resolve(clinic, user_id="u") is resolve(clinic, user_id="u")
     assert resolve(str(clinic), user_id="u") == resolve(clinic, user_id="u")
-    config = DriverConfig()
-    Opening.build(resolve(clinic), config, read=True, isolation=None)
+    db = ClinicDB("postgresql://nobody@127.0.0.1:1/none", open=False)
+    db._opening_for(resolve(clinic), True, None)
     scopes = _plain_scope.cache_info().currsize
-    openings = _cached_build.cache_info().currsize
+    openings = db._cached_opening.cache_info().currsize
     keyed = resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
     assert keyed is not resolve(clinic, settings={"clinicdb.master_key": "topsecret"})
-    opening = Opening.build(keyed, config, read=True, isolation=None)
+    opening = db._opening_for(keyed, True, None)
     assert b"topsecret" in opening.params and "topsecret" not in repr(opening)
     assert _plain_scope.cache_info().currsize == scopes
-    assert _cached_build.cache_info().currsize == openings
+    assert db._cached_opening.cache_info().currsize == openings
 
 
 def test_every_driver_setting_is_documented_with_its_default() -> None:
@@ -175,6 +193,39 @@ def test_every_driver_setting_is_documented_with_its_default() -> None:
     documented = {s.name: s.default for s in SETTINGS}
     for var, default in ENV_NAMES.values():
         assert documented.get(var) == default, var
+
+
+def test_replica_urls_are_whitespace_separated_and_multi_host_urls_stay_whole() -> None:
+    """CLINICDB_REPLICA_URLS splits on whitespace; a comma only between whole URLs, never inside a multi-host URL."""
+    multi = "postgresql://app@db1.example:5432,db2.example:5432/clinicdb?target_session_attrs=standby"
+    assert split_urls(f"  {multi}\n postgres://app@r3/clinicdb ") == [multi, "postgres://app@r3/clinicdb"]
+    assert split_urls("postgresql://a/db,postgresql://b/db") == ["postgresql://a/db", "postgresql://b/db"]
+    assert split_urls("postgresql://a:1,b:2/db") == ["postgresql://a:1,b:2/db"]
+    assert split_urls("") == []
+    with pytest.raises(ValueError, match="CLINICDB_REPLICA_URLS"):
+        split_urls("host=a port=5432")
+
+
+def test_replica_urls_from_the_environment_reach_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ClinicDB.from_env() gives each whitespace-separated URL, multi-host ones whole, a replica pool of its own."""
+    multi = "postgresql://app@127.0.0.1:1,127.0.0.1:2/none"
+    monkeypatch.setenv("CLINICDB_DATABASE_URL", "postgresql://app@127.0.0.1:1/none")
+    monkeypatch.setenv("CLINICDB_REPLICA_URLS", f"{multi} postgresql://app@127.0.0.1:3/none")
+    db = ClinicDB.from_env(open=False)
+    assert [r.url for r in db.replicas] == [multi, "postgresql://app@127.0.0.1:3/none"]
+
+
+def test_options_object_and_keywords_are_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """options=Options(...) and keywords set the same fields; keywords override options; DriverConfig is Options."""
+    monkeypatch.setenv("CLINICDB_POOL_MAX_SIZE", "7")
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    assert DriverConfig is Options
+    assert ClinicDB(url, open=False).options.max_size == 7  # the environment, when no options object is given
+    assert ClinicDB(url, options=Options(max_size=3), open=False).options.max_size == 3
+    assert ClinicDB(url, options=Options(max_size=3), min_size=2, open=False).options == Options(min_size=2, max_size=3)
+    assert ClinicDB(url, max_size=4, open=False).options.max_size == 4
+    with pytest.raises(TypeError, match="unknown"):
+        ClinicDB(url, options=Options(), pool_size=3, open=False)
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -301,7 +301,7 @@ def test_a_table_or_name_already_in_the_folder_is_refused(tmp_path: Path) -> Non
 
 def test_every_word_the_server_reserves_is_refused_and_column_keywords_are_quoted(admin: psycopg.Connection) -> None:
     """The scaffold's keyword lists cover the running server's: reserved words are refused as names, column-name
-    keywords are double-quoted in the SQL, other words stay bare."""
+    keywords are double-quoted in the SQL, other words stay bare unless a later version reserves them."""
     words = admin.execute("select word, catcode from pg_get_keywords()").fetchall()
     for word, category in words:
         if category in ("R", "T"):
@@ -309,8 +309,10 @@ def test_every_word_the_server_reserves_is_refused_and_column_keywords_are_quote
                 scaffold.table_spec(word)
         elif category == "C":
             assert _pg_names.quote_ident(word) == f'"{word}"'
-        else:
-            assert _pg_names.quote_ident(word) == word
+        elif _pg_names.quote_ident(word) != word:
+            # The lists cover PostgreSQL 15-18: a word only a later version made a column-name keyword
+            # (json on 16) is quoted on every version, which is always valid.
+            assert word in _pg_names.COLUMN_KEYWORDS, word
 
 
 def test_every_type_spelling_the_scaffold_accepts_is_a_postgresql_type(admin: psycopg.Connection) -> None:

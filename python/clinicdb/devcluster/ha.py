@@ -83,15 +83,6 @@ CLIENT_PARAMS: dict[str, str] = {
     "keepalives_count": "3",  # and dropped after 3 unanswered probes
     "tcp_user_timeout": "5000",  # ms unacknowledged data may wait before the connection is dropped
 }
-# Driver settings `dev env --ha` exports with the URLs: a pool that lost its server retries a connection for at
-# most a second before the next transaction starts a fresh attempt, instead of psycopg_pool's doubling waits
-# (1, 2, 4, 8, 16 s ...), which would leave writes down for seconds after the new primary is up.
-DRIVER_SETTINGS: dict[str, str] = {
-    "CLINICDB_POOL_RECONNECT_TIMEOUT_MS": "1000",
-    # A transaction that finds no connection waits at most a second: then the next one asks the pool again, and
-    # each ask while the pool has no connection starts a new connection attempt (psycopg_pool grows on demand).
-    "CLINICDB_ACQUIRE_TIMEOUT_MS": "1000",
-}
 
 
 class HAPackagesMissing(ClusterError):
