@@ -341,7 +341,6 @@ class Soak:
         # Everything written since the soak began, checked again after each fault.
         acked = {w.request_id for w in writes if w.kind == "ok"}
         unknown = [w for w in writes if w.kind == "unknown"]
-        failed = {w.request_id for w in writes if w.kind == "failed"}
         with self.admin() as conn:
             present = {
                 r[0] for r in conn.execute("select mrn from patients where family_name = %s", (self.run,)).fetchall()
@@ -363,7 +362,11 @@ class Soak:
             f"unknown-outcome writes settled by request id: {len(unknown)}"
             f" ({found} found committed, {len(unknown) - found} not), none left unknown",
         )
-        self.report.check(not (failed & present), f"failed writes found committed: {len(failed & present)}")
+        landed = [w for w in writes if w.kind == "failed" and w.request_id in present]
+        self.report.check(
+            not landed,
+            f"failed writes found committed: {len(landed)}" + (f" (first: {landed[0].error})" if landed else ""),
+        )
         unaudited = present - audited
         self.report.check(not unaudited, f"committed rows without their audit row: {len(unaudited)} of {len(present)}")
         self.report.check(
