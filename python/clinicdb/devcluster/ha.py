@@ -421,8 +421,8 @@ class HAFormation(ServersUnder):
     def nudge_checkpoint(self) -> None:
         """Finish the primary's pending checkpoint now. pg_autoctl's pg_basebackup (a new or rebuilt standby)
         asks for a spread checkpoint, minutes long on an idle server; an immediate CHECKPOINT completes it."""
-        primary = self._state.get("last_primary")
-        for name in [primary] if primary else list(NODES):
+        recorded = self._state.get("last_primary")  # after a failover the primary is another node: try each
+        for name in dict.fromkeys([recorded, *NODES] if recorded else NODES):
             if self.postmaster_pid(name) is None:
                 continue
             with (
