@@ -64,6 +64,7 @@ class Outcome:
     clinic: str = ""
     error: str = ""
     started_at: datetime | None = None  # an unknown outcome: when the driver says the transaction began
+    where: str = ""  # a read: the port that served it, and whether that server was a standby
 
 
 @dataclass
@@ -148,17 +149,20 @@ class Workload:
             seq += 1
             clinic = self.clinics[(index * 7 + seq) % len(self.clinics)]
 
-            def latest(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+            def latest(cur: psycopg.Cursor[Any]) -> tuple[list[tuple[Any, ...]], str]:
                 cur.execute("select clinic_id::text from patients order by created_at desc limit 20")
-                return cur.fetchall()
+                rows = cur.fetchall()
+                server = cur.execute("select inet_server_port(), pg_is_in_recovery()").fetchone()
+                assert server is not None
+                return rows, f"{server[0]} {'standby' if server[1] else 'primary'}"
 
             start = time.monotonic()
             try:
-                rows = self.db.run_read(latest, clinic)
+                rows, where = self.db.run_read(latest, clinic)
                 foreign = sum(1 for row in rows if row[0] != clinic)
                 with self.log.lock:
                     self.log.foreign_rows += foreign
-                self.log.add(self.log.reads, Outcome(start, time.monotonic(), "ok", clinic=clinic))
+                self.log.add(self.log.reads, Outcome(start, time.monotonic(), "ok", clinic=clinic, where=where))
                 self._stop.wait(0.01)
             except Exception as exc:
                 self.log.add(
@@ -338,6 +342,7 @@ class Soak:
             f" failed (transactions by route: {by_route})",
             flush=True,
         )
+        self.served(reads, t0, t_end)
         # Everything written since the soak began, checked again after each fault.
         acked = {w.request_id for w in writes if w.kind == "ok"}
         unknown = [w for w in writes if w.kind == "unknown"]
@@ -386,6 +391,16 @@ class Soak:
         )
         self.report.check(read_out <= max(write_out, 1.0), f"read outage {read_out:.1f}s (target <= write outage)")
         self.phase_start = t_end
+
+    def served(self, reads: list[Outcome], t0: float, t_end: float) -> None:
+        """Which server served reads after the fault: the first read on each (node, role), seconds after it."""
+        nodes = {str(self.formation.port(name)): name for name in self.formation.names}
+        first: dict[str, float] = {}
+        for read in sorted((r for r in reads if r.kind == "ok" and t0 <= r.end <= t_end), key=lambda r: r.end):
+            port, role = read.where.split()
+            first.setdefault(f"{nodes.get(port, port)} as {role}", read.end - t0)
+        shown = ", ".join(f"{k} from +{v:.1f}s" for k, v in sorted(first.items(), key=lambda kv: kv[1]))
+        print(f"    reads served by: {shown}", flush=True)
 
     def route_counts(self) -> dict[str, int]:
         assert self.db is not None
