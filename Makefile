@@ -10,7 +10,7 @@ export CLINICDB_PG_BINDIR := $(PG_BINDIR)
 export PATH := $(PG_BINDIR):$(PATH)
 endif
 
-.PHONY: default demo test test-pgtap test-py test-psycopg-matrix test-fresh-clone lint lock-migrations generate bench system-deps venv down clean
+.PHONY: default demo test test-pgtap test-py test-psycopg-matrix test-fresh-clone lint lock-migrations generate bench soak system-deps venv down clean
 
 default: test lint
 
@@ -71,6 +71,11 @@ test-fresh-clone:
 # Benchmarks: ratios against a baseline measured in the same run.
 bench: venv
 	$(BIN)/python -m bench
+
+# Fault injection against the pg_auto_failover formation (`clinicdb dev up --ha`, started if needed; docs/ha.md).
+# Not part of `make test`. Longer or shorter: make soak SOAK_ARGS="--steady 30 --observe 10".
+soak: venv
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # PostgreSQL 15 server, pgTAP, pg_prove and venv support: installs only what is missing (root: apt).
 system-deps:

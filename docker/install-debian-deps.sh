@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what clinicdb needs from Debian, and only what is missing:
 # the PostgreSQL 15 server (pgcrypto ships with it), pgTAP, pg_prove,
-# Python's venv module and pgbouncer (for the driver's tests). Shared by `make system-deps`, .ci/run and
+# Python's venv module, pgbouncer (for the driver's tests) and pg_auto_failover
+# (for `clinicdb dev up --ha` and `make soak`; optional: its tests skip without it). Shared by `make system-deps`, .ci/run and
 # docker/Dockerfile, so the three cannot drift apart.
 set -euo pipefail
 
@@ -14,14 +15,25 @@ command -v pg_prove >/dev/null 2>&1 || need+=(libtap-parser-sourcehandler-pgtap-
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # For the driver's tests behind a real pgbouncer in transaction mode (tests/py/test_driver_pgbouncer.py).
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
+# Optional: pg_auto_failover's keeper/CLI and the monitor's extension (docs/ha.md).
+optional=()
+command -v pg_autoctl >/dev/null 2>&1 || optional+=(pg-auto-failover-cli)
+ls /usr/share/postgresql/15/extension/pgautofailover.control >/dev/null 2>&1 || optional+=(postgresql-15-auto-failover)
 
-if [ ${#need[@]} -eq 0 ]; then
+if [ "$(id -u)" -ne 0 ]; then
+    if [ ${#optional[@]} -ne 0 ]; then
+        echo "for clinicdb dev up --ha and make soak: sudo apt-get install -y ${optional[*]}" >&2
+    fi
+    if [ ${#need[@]} -ne 0 ]; then
+        echo "clinicdb needs these Debian packages: ${need[*]}" >&2
+        echo "install them with: sudo apt-get install -y ${need[*]}" >&2
+        exit 1
+    fi
     exit 0
 fi
-if [ "$(id -u)" -ne 0 ]; then
-    echo "clinicdb needs these Debian packages: ${need[*]}" >&2
-    echo "install them with: sudo apt-get install -y ${need[*]}" >&2
-    exit 1
+need+=("${optional[@]}")
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
 fi
 echo "installing: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive

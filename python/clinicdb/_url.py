@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import psycopg
 from psycopg import conninfo
 
 
@@ -27,6 +28,23 @@ def replace_url(url: str, *, user: str | None = None, database: str | None = Non
 
 
 _SCHEMES = ("postgresql://", "postgres://")
+_STANDBY_ATTRS = frozenset({"standby", "prefer-standby", "read-only"})
+
+
+def seeks_standby(url: str) -> bool:
+    """True when ``url`` asks libpq for a standby (``target_session_attrs=standby``, ``prefer-standby``, ``read-only``).
+
+    Such a replica URL, usually multi-host (pg_auto_failover's, ``clinicdb dev
+    env --ha``), leads to whichever node is a standby when it connects. A
+    connection of it whose server was then promoted no longer goes where the
+    URL leads: a new connection finds the standby, and the URL is never a place
+    to send writes.
+    """
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return False
+    return str(params.get("target_session_attrs", "")).strip().lower() in _STANDBY_ATTRS
 
 
 def split_urls(text: str, *, what: str = "CLINICDB_REPLICA_URLS") -> list[str]:

@@ -37,7 +37,7 @@ from clinicdb._config import Options, resolve_options
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
 from clinicdb._scope import Scope, clinic_id_arg, resolve
 from clinicdb._tokens import CausalToken, later, parse_lsn
-from clinicdb._url import split_urls
+from clinicdb._url import seeks_standby, split_urls
 from clinicdb.encryption import KeyringCache, is_stale_keyring
 from clinicdb.errors import CommitOutcomeUnknown, NotSent, PoolExhausted, TransactionAborted, UnsafeLogin
 from clinicdb.health import check_server, describe_url, summarize
@@ -50,6 +50,7 @@ Conn = psycopg.Connection[Any]
 _INTRANS = pq.TransactionStatus.INTRANS
 _INERROR = pq.TransactionStatus.INERROR
 PRIMARY, REPLICA = "primary", "replica"
+_PROMOTED_UNDER_STANDBY_URL = "the server this standby URL reached was promoted; reconnecting to find the standby"
 _SETTLE = (
     "select exists (select 1 from clinicdb.audit_log where clinic_id = %s and request_id = %s"
     " and action in ('insert', 'update', 'delete')"
@@ -582,6 +583,10 @@ class ClinicDB:
                 return None
             raise
         if replay is None:  # out of recovery: promoted
+            if seeks_standby(server.url):  # the URL finds the standby on a new connection: this one is stale
+                self._discard(pool, conn, midway=True)
+                self._replica_failed(index, RuntimeError(_PROMOTED_UNDER_STANDBY_URL))
+                return None
             self._discard(pool, conn)
             if self.router.record_promoted(index):
                 logger.warning("clinicdb: replica %s answered as a primary (promoted): no reads go there", server.name)
@@ -733,6 +738,12 @@ class ClinicDB:
             self._monitor_conns[key] = None
             return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
+    def _drop_probe(self, key: str) -> None:
+        """Close the monitor's connection for ``key``: the next probe connects afresh."""
+        conn = self._monitor_conns.pop(key, None)
+        if conn is not None:
+            conn.close()
+
     def _check_servers(self) -> None:
         """Measure the replicas' lag, notice promotions and a moved primary, and move writes when the primary went."""
         if not self.replicas:
@@ -757,6 +768,12 @@ class ClinicDB:
             found = self._probe(server.name, server.url, _wire.REPLAY_LSN.decode())
             if isinstance(found, str):
                 self._replica_failed(index, RuntimeError(found))
+                continue
+            if found[0] is None and seeks_standby(server.url):
+                # A URL that asks for a standby reached a server that was promoted since: not a write target (the
+                # primary's own URL follows the promotion); the next probe connects afresh and finds the standby.
+                self._drop_probe(server.name)
+                self._replica_failed(index, RuntimeError(f"{_PROMOTED_UNDER_STANDBY_URL} ({found[1]})"))
                 continue
             if found[0] is None:
                 writable.append(index)

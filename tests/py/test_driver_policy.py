@@ -22,7 +22,7 @@ from clinicdb._config import ENV_NAMES
 from clinicdb._retry import delay, retryable
 from clinicdb._routing import CAUSAL, NO_REPLICAS, UNAVAILABLE, Router
 from clinicdb._scope import _plain_scope, make_scope, resolve
-from clinicdb._url import split_urls
+from clinicdb._url import seeks_standby, split_urls
 from clinicdb.settings import SETTINGS
 
 
@@ -204,6 +204,16 @@ def test_replica_urls_are_whitespace_separated_and_multi_host_urls_stay_whole() 
     assert split_urls("") == []
     with pytest.raises(ValueError, match="CLINICDB_REPLICA_URLS"):
         split_urls("host=a port=5432")
+
+
+def test_a_url_seeks_a_standby_only_when_its_target_session_attrs_say_so() -> None:
+    """standby, prefer-standby and read-only ask libpq for a standby; no setting, any or read-write do not."""
+    base = "postgresql://app@h1:5432,h2:5432/clinicdb"
+    for attrs in ("standby", "prefer-standby", "read-only", "Standby"):
+        assert seeks_standby(f"{base}?target_session_attrs={attrs}"), attrs
+    for url in (base, f"{base}?target_session_attrs=read-write", f"{base}?target_session_attrs=any", "not a url"):
+        assert not seeks_standby(url), url
+    assert seeks_standby("host=h1 target_session_attrs=standby")
 
 
 def test_replica_urls_from_the_environment_reach_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -99,3 +100,36 @@ def test_a_promoted_replica_becomes_the_write_target_and_health_says_so(pair: tu
     )
     assert count == (2, False), "reads find both writes, on the promoted server"
     assert db.metrics()["failovers"].get("primary_moved") == 1
+
+
+def _standby_url(url: str, ports: list[int]) -> str:
+    """``url`` naming every server, asking libpq for a standby: the replica URL pg_auto_failover gives."""
+    parts = urlsplit(url)
+    login = parts.netloc.rsplit("@", 1)[0]
+    hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
+    return urlunsplit((parts.scheme, f"{login}@{hosts}", parts.path, "target_session_attrs=standby", ""))
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_replica_url_that_asks_for_a_standby_never_takes_the_writes(flavour: str) -> None:
+    """When the server a standby-seeking URL reached is promoted, writes stay with the primary's URL: no move."""
+    with throwaway_servers(replicas=1) as servers:
+        if servers.cluster is None or not servers.replica_admin_urls:
+            pytest.skip("needs a local replica (not available with CLINICDB_TEST_DATABASE_URL)")
+        cluster = servers.cluster
+        replica = _standby_url(servers.app_url, [cluster.port("primary"), cluster.port("replica1")])
+        if flavour == "sync":
+            db: Any = ClinicDB(servers.app_url, [replica], **SETTINGS)
+        else:
+            db = AsyncFacade(AsyncClinicDB(servers.app_url, [replica], **SETTINGS))
+        try:
+            _until(lambda: db.router.snapshot()[0]["fit"], 15, "the replica to be fit")
+            cluster.stop_server("primary")
+            run_as_server([str(find_bindir() / "pg_ctl"), "promote", "-w", "-D", str(cluster.data_dir("replica1"))])
+            time.sleep(2.0)  # ten background checks: each finds the primary down and the standby URL's server promoted
+            assert db.metrics()["failovers"].get("primary_moved") is None, "writes never move to a standby URL"
+            assert db.health()["write_target"] == "primary"
+            replica_seen = db.router.snapshot()[0]
+            assert replica_seen["promoted"] is False and replica_seen["fit"] is False, "no reads go to it either"
+        finally:
+            db.close()

@@ -6,7 +6,7 @@ import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 INSTALL_HINT = (
@@ -108,6 +108,45 @@ def run_as_server(
         last = detail[-1] if detail else f"exit code {result.returncode}"
         raise subprocess.CalledProcessError(result.returncode, full, result.stdout, last)
     return result
+
+
+# Processes started in the background by this process, kept so they are reaped (and not reported as
+# still running when the interpreter collects them).
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def spawn_as_server(argv: Sequence[str], *, log: Path, env: Mapping[str, str]) -> int:
+    """Start a long-running server process in the background, as the server's OS user when we are root, in a
+    session (and process group) of its own whose id is the returned PID; its output goes to ``log``."""
+    user = server_user()
+    uid = gid = None
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+            user=uid,
+            group=gid,
+            extra_groups=None if uid is None else [],
+        )
+    if user is not None:
+        chown_for_server(log)
+    _SPAWNED[proc.pid] = proc
+    return proc.pid
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of a process ``spawn_as_server`` started in this process, once it has exited."""
+    proc = _SPAWNED.get(pid)
+    if proc is not None and proc.poll() is not None:
+        del _SPAWNED[pid]
 
 
 def server_can_reach(path: Path) -> bool:

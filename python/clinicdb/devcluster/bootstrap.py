@@ -16,6 +16,7 @@ from psycopg import sql
 from clinicdb import schema
 from clinicdb.devcluster.binaries import SERVER_OS_USER, server_can_reach
 from clinicdb.devcluster.cluster import LocalCluster
+from clinicdb.devcluster.ha import HAFormation
 from clinicdb.settings import env
 
 # Login roles for the local cluster, one per group role an app or person
@@ -76,6 +77,11 @@ def dev_cluster() -> LocalCluster:
     return LocalCluster(dev_dir(), database="clinicdb", replicas=1)
 
 
+def dev_formation() -> HAFormation:
+    """The developer's pg_auto_failover formation (``clinicdb dev up --ha``), in the ``ha`` folder of the dev dir."""
+    return HAFormation(dev_dir() / "ha", database="clinicdb")
+
+
 def ensure_logins(admin_url: str) -> None:
     """Create the dev login roles and their group memberships (idempotent)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -88,7 +94,12 @@ def ensure_logins(admin_url: str) -> None:
 
 def bootstrap(cluster: LocalCluster) -> list[str]:
     """Migrate the cluster's database and create the dev logins; return migrations applied."""
-    admin = cluster.url("primary")
-    applied = schema.apply(admin, reference=True)
-    ensure_logins(admin)
+    return bootstrap_url(cluster.url("primary"))
+
+
+def bootstrap_url(admin_url: str) -> list[str]:
+    """Migrate the database at ``admin_url`` (a multi-host URL is fine) with the reference schema and create
+    the dev logins; return migrations applied."""
+    applied = schema.apply(admin_url, reference=True)
+    ensure_logins(admin_url)
     return applied

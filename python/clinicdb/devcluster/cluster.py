@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from clinicdb.devcluster.binaries import (
     check_reachable,
     chown_for_server,
     find_bindir,
+    reap,
     run_as_server,
 )
 
@@ -80,7 +82,49 @@ def _port_free(port: int) -> bool:
         return True
 
 
-class LocalCluster:
+def stop_pid(pid: int, sig: signal.Signals, *, timeout: float, also: Callable[[], bool] = lambda: True) -> bool:
+    """Send ``sig`` to ``pid`` and wait until it has exited and ``also()`` holds; False when ``timeout`` passed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap(pid)
+        if not _alive(pid) and also():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class ServersUnder:
+    """Servers kept under ``root``, with their ports (and whatever else) in a JSON state file there."""
+
+    state_file = STATE_FILE
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self._state: dict[str, Any] = self._load_state()
+
+    def port(self, name: str) -> int:
+        """The server's port: the one recorded, or a free one recorded now."""
+        ports: dict[str, int] = self._state.setdefault("ports", {})
+        if name not in ports:
+            ports[name] = free_port()
+            self._save_state()
+        return ports[name]
+
+    def _load_state(self) -> dict[str, Any]:
+        path = self.root / self.state_file
+        if path.exists():
+            loaded: dict[str, Any] = json.loads(path.read_text())
+            return loaded
+        return {}
+
+    def _save_state(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / self.state_file).write_text(json.dumps(self._state, indent=2) + "\n")
+
+
+class LocalCluster(ServersUnder):
     """A primary and ``replicas`` hot standbys kept under ``root``.
 
     ``up`` is idempotent: servers already running are left alone, stopped ones
@@ -96,11 +140,10 @@ class LocalCluster:
         replicas: int = 1,
         settings: dict[str, str] | None = None,
     ) -> None:
-        self.root = Path(root).resolve()
+        super().__init__(root)
         self.database = database
         self.replica_count = replicas
         self.settings = dict(settings or {})
-        self._state: dict[str, Any] = self._load_state()
 
     # -- layout -----------------------------------------------------------------
     @property
@@ -113,13 +156,6 @@ class LocalCluster:
     def log_file(self, name: str) -> Path:
         return self.root / "log" / f"{name}.log"
 
-    def port(self, name: str) -> int:
-        ports: dict[str, int] = self._state.setdefault("ports", {})
-        if name not in ports:
-            ports[name] = free_port()
-            self._save_state()
-        return ports[name]
-
     def url(self, name: str = "primary", *, user: str = SUPERUSER, database: str | None = None) -> str:
         """A libpq URL for one server; trust auth on loopback means no password."""
         db = database or self.database
@@ -127,18 +163,6 @@ class LocalCluster:
 
     def replica_urls(self, *, user: str = SUPERUSER, database: str | None = None) -> list[str]:
         return [self.url(n, user=user, database=database) for n in self.server_names[1:]]
-
-    # -- state ------------------------------------------------------------------
-    def _load_state(self) -> dict[str, Any]:
-        path = self.root / STATE_FILE
-        if path.exists():
-            loaded: dict[str, Any] = json.loads(path.read_text())
-            return loaded
-        return {}
-
-    def _save_state(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / STATE_FILE).write_text(json.dumps(self._state, indent=2) + "\n")
 
     # -- lifecycle --------------------------------------------------------------
     def up(self) -> ClusterStatus:
@@ -172,14 +196,9 @@ class LocalCluster:
         pid = self.pid(name)
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return True
-            time.sleep(0.05)
-        raise ClusterError(f"{name} (pid {pid}) did not stop within {timeout:.0f}s")
+        if not stop_pid(pid, signal.SIGINT, timeout=timeout):
+            raise ClusterError(f"{name} (pid {pid}) did not stop within {timeout:.0f}s")
+        return True
 
     def start_server(self, name: str) -> None:
         """Start one existing server (used by failover tests)."""
