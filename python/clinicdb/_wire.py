@@ -179,6 +179,16 @@ def first_error(results: Sequence[pq.abc.PGresult], pgconn: pq.abc.PGconn) -> ps
     return None
 
 
+def committed(results: Sequence[pq.abc.PGresult]) -> bool:
+    """Did a closing message's ``COMMIT`` complete? (An aborted transaction's COMMIT answers ``ROLLBACK``.)
+
+    Decided from the COMMIT's own result, not from the message's first error:
+    what runs after it (the causal token's select) can still fail, by a
+    statement timeout or a lost connection, once the write is durable.
+    """
+    return any(res.command_status == b"COMMIT" for res in results)
+
+
 def text_value(res: pq.abc.PGresult, column: int) -> str | None:
     """One text cell of the first row."""
     raw = res.get_value(0, column)

@@ -663,23 +663,34 @@ class ClinicDB:
         if status != _INTRANS:  # the block ended the transaction itself: still leave nothing behind
             _send(conn, _wire.CLEAN_SESSION)
             return
+        error: psycopg.Error | None
         try:
-            results = _send(conn, _wire.COMMIT_WITH_TOKEN)
-        except psycopg.Error as exc:
-            if _retry.connection_lost(exc) or conn.broken:
-                self._metrics.commit_unknown()
-                began = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=time.perf_counter() - started)
-                raise CommitOutcomeUnknown(
-                    "the connection was lost while COMMIT was in flight: the write may or may not be applied;"
-                    " it was not retried: ask db.settle(exc.request_id, exc.clinic_id, since=exc.started_at)",
-                    clinic_id=scope.clinic_id,
-                    request_id=scope.request_id,
-                    started_at=began,
-                ) from exc
-            raise
-        lsn = _wire.text_value(results[-1], 0)
-        if lsn is not None:
-            self._token.set(later(self._token.get(), CausalToken(parse_lsn(lsn))))
+            conn.pgconn.send_query(_wire.COMMIT_WITH_TOKEN)
+            results = _flight(conn.pgconn, pipeline=False)
+            error = _wire.first_error(results, conn.pgconn)
+        except psycopg.Error as exc:  # libpq lost the connection mid-flight
+            results, error = [], exc
+        if _wire.committed(results):
+            # COMMIT completed, so the write is durable whatever followed it: a statement timeout or a lost
+            # connection during the token's select costs the causal token, never a report of failure.
+            if error is None:
+                lsn = _wire.text_value(results[-1], 0)
+                if lsn is not None:
+                    self._token.set(later(self._token.get(), CausalToken(parse_lsn(lsn))))
+            return
+        if error is None:
+            return
+        if _retry.connection_lost(error) or conn.broken:
+            self._metrics.commit_unknown()
+            began = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=time.perf_counter() - started)
+            raise CommitOutcomeUnknown(
+                "the connection was lost while COMMIT was in flight: the write may or may not be applied;"
+                " it was not retried: ask db.settle(exc.request_id, exc.clinic_id, since=exc.started_at)",
+                clinic_id=scope.clinic_id,
+                request_id=scope.request_id,
+                started_at=began,
+            ) from error
+        raise error
 
     # -- keyrings -----------------------------------------------------------------
     def blind_index(self, clinic_id: Any, table: str, column: str, value: str) -> list[bytes]:

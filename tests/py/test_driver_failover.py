@@ -202,3 +202,23 @@ def test_settle_says_whether_a_write_with_an_unknown_commit_outcome_landed(
     assert db.settle(landed, b) is False, "another clinic's settle never sees the write"
     assert (_count(db, a, landed[:40]), _count(db, a, lost[:40])) == (1, 0)
     assert db.metrics()["commit_outcome_unknown"] == 2
+
+
+def test_a_write_whose_commit_completed_is_never_reported_as_failed(failover_db: Any, own_servers: ServerSet) -> None:
+    """COMMIT completed and then the causal token's select failed: the block reports success, the row is there.
+
+    (A statement timeout firing just after a COMMIT that waited on a synchronous standby does the same: the
+    HA soak once saw a write reported failed that had committed.) Here the token's function is made to fail.
+    """
+    db, clinic = failover_db, _clinic(own_servers)
+    mrn = f"DONE-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(own_servers.admin_url, autocommit=True) as admin:
+        admin.execute("revoke execute on function pg_current_wal_insert_lsn() from public")
+        try:
+            with db.write(clinic) as cur:
+                _insert(cur, mrn)
+        finally:
+            admin.execute("grant execute on function pg_current_wal_insert_lsn() to public")
+        row = admin.execute("select count(*) from patients where mrn = %s", (mrn,)).fetchone()
+    assert row == (1,)
+    assert db.metrics()["commit_outcome_unknown"] == 0
