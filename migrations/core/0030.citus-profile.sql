@@ -1,0 +1,168 @@
+-- 0030.citus-profile: clinicdb.citus_distribute(): the Citus profile of the layer, which clinicdb migrate runs on a Citus
+-- coordinator (#16); nothing changes on a single node
+-- depends: 0020.audit-chain-per-clinic
+--
+-- Frozen: the SQL below is what this migration runs, copied from sql/functions/citus_profile.sql when
+-- it was written. migrations/migrations.lock pins it: change sql/ and add a new migration instead of
+-- editing this file.
+
+set local role clinicdb_owner;
+-- ---- sql/functions/citus_profile.sql ----
+-- clinicdb.citus_distribute(): the Citus profile of the layer (issue #16).
+--
+-- Run by `clinicdb migrate --citus` on a Citus coordinator, as a superuser,
+-- after the migrations (which run there with citus.enable_ddl_propagation
+-- off, so they create the layer on the coordinator exactly as on a single
+-- node). Idempotent: a second call distributes only what is new.
+--
+-- What it changes, and why each change keeps the guarantees:
+--   * The tenant policy loses its (select ...) wrapper: Citus refuses
+--     subqueries in policies on distributed tables. The bare call is
+--     evaluated on every shard by the node holding it, and still fails closed
+--     (NULL clinic: no row; writes: require_clinic_id() raises). The rows of
+--     clinicdb.tenant_policies change, so protect_table and check_isolation
+--     keep reading the one definition.
+--   * Staff are matched by role name only: role OIDs differ per node, and
+--     Citus propagates CREATE/DROP ROLE by name.
+--   * Every layer table becomes a reference table (a copy on every node, so
+--     the policies and triggers on a worker read the same staff mappings,
+--     clinics and settings); the audit trail and every protected tenant
+--     table are distributed by clinic_id and co-located, so a clinic's rows,
+--     and the audit rows of its changes, live on one node.
+--   * Foreign keys are dropped and re-created around the distribution (Citus
+--     needs the referenced tables distributed first, and reference tables
+--     cannot point at distributed ones); the definitions are kept verbatim.
+--   * Composite types are created on the workers (Citus does not carry
+--     them as dependencies of the layer's functions).
+create or replace function clinicdb._citus_staff_clinic_id()
+returns uuid
+language plpgsql
+stable
+parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    -- As _staff_clinic_id(), keyed by role name (the same on every node).
+    return (select case
+                       when count(*) = 1 then (array_agg(sm.clinic_id))[1]
+                       else (array_agg(sm.clinic_id)
+                               filter (where sm.clinic_id::text = current_setting('app.clinic_id', true)))[1]
+                   end
+              from clinicdb.staff_members sm
+             where sm.role_name = current_user);
+end
+$$;
+comment on function clinicdb._citus_staff_clinic_id() is
+    'clinicdb: on Citus, the clinic a staff login is mapped to, by role name (OIDs differ per node).';
+revoke execute on function clinicdb._citus_staff_clinic_id() from public;
+
+create or replace procedure clinicdb.citus_distribute()
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_fk record;
+    v_fks text[] := '{}';
+    v_sql text;
+    v_table regclass;
+    v_first regclass;
+begin
+    if not exists (select 1 from pg_extension where extname = 'citus') then
+        raise exception 'the citus extension is not installed in this database'
+            using errcode = 'feature_not_supported',
+                  hint = 'create extension citus on the coordinator and every worker, then add the workers';
+    end if;
+    if not exists (select 1 from pg_dist_node where groupid <> 0 and isactive and noderole = 'primary') then
+        raise exception 'this Citus coordinator has no active worker'
+            using errcode = 'object_not_in_prerequisite_state',
+                  hint = 'select citus_add_node(host, port) for each worker first';
+    end if;
+    -- Objects this procedure changes reach the workers when their tables are
+    -- distributed (or not at all: the coordinator is the source of truth).
+    set local citus.enable_ddl_propagation = off;
+    set local citus.enable_unsafe_triggers = on;
+
+    -- 1. The policy form Citus accepts.
+    update clinicdb.tenant_policies
+       set using_expr = regexp_replace(using_expr, '\(select (clinicdb\.\w+\(\))\)', '\1', 'g'),
+           check_expr = regexp_replace(check_expr, '\(select (clinicdb\.\w+\(\))\)', '\1', 'g')
+     where using_expr ~ '\(select ' or check_expr ~ '\(select ';
+    perform clinicdb.protect_table(p.table_name) from clinicdb.protected_tables p
+     where not exists (select 1 from pg_dist_partition d where d.logicalrelid = p.table_name);
+    perform clinicdb.protect_table('clinicdb.policy_reference');
+    alter policy audit_log_read on clinicdb.audit_log
+        using (clinic_id = clinicdb.current_clinic_id() or pg_has_role('clinicdb_auditor', 'MEMBER'));
+    alter policy audit_log_access_insert on clinicdb.audit_log
+        with check (action = 'access' and old_values is null and new_values is null
+                    and clinic_id = clinicdb.require_clinic_id()
+                    and clinicdb._access_row_visible(table_name, row_id));
+
+    -- 2. Staff by role name.
+    execute 'create or replace function clinicdb._staff_clinic_id() returns uuid language sql stable parallel safe '
+            'return clinicdb._citus_staff_clinic_id()';
+    grant execute on function clinicdb._citus_staff_clinic_id() to public;
+
+    -- 3. Composite types on the workers.
+    perform run_command_on_workers(format(
+                'set citus.enable_ddl_propagation to off; '
+                'do $do$ begin create type %1$s as (%2$s); alter type %1$s owner to %3$s; '
+                'exception when duplicate_object then null; end $do$',
+                t.oid::regtype,
+                (select string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', '
+                                   order by a.attnum)
+                   from pg_attribute a where a.attrelid = t.typrelid and a.attnum > 0 and not a.attisdropped),
+                t.typowner::regrole))
+      from pg_type t join pg_class c on c.oid = t.typrelid
+     where t.typnamespace = 'clinicdb'::regnamespace and t.typtype = 'c' and c.relkind = 'c';
+
+    -- 4. Foreign keys between tables not yet distributed, kept to re-create.
+    create temporary table if not exists pg_temp.citus_targets (relid regclass primary key, kind text not null) on commit drop;
+    truncate pg_temp.citus_targets;
+    insert into pg_temp.citus_targets
+    select c.oid, case when n.nspname = 'clinicdb' and c.relname <> 'audit_log' then 'reference' else 'distributed' end
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where c.relkind in ('r', 'p') and not c.relispartition
+       and (n.nspname = 'clinicdb'
+            or c.oid in (select p.table_name from clinicdb.protected_tables p))
+       and not exists (select 1 from pg_dist_partition d where d.logicalrelid = c.oid and d.partmethod <> 'n');
+    for v_fk in
+        select con.conname, con.conrelid::regclass as rel, pg_get_constraintdef(con.oid) as def
+          from pg_constraint con
+         where con.contype = 'f'
+           and (con.conrelid in (select relid from pg_temp.citus_targets)
+                or con.confrelid in (select relid from pg_temp.citus_targets))
+    loop
+        v_fks := v_fks || format('alter table %s add constraint %I %s', v_fk.rel, v_fk.conname, v_fk.def);
+        execute format('alter table %s drop constraint %I', v_fk.rel, v_fk.conname);
+    end loop;
+    -- Citus-local tables (made by an earlier, interrupted attempt) go back to plain tables first.
+    for v_table in select t.relid from pg_temp.citus_targets t
+                    where exists (select 1 from pg_dist_partition d where d.logicalrelid = t.relid) loop
+        perform undistribute_table(v_table);
+    end loop;
+
+    -- 5. Reference tables, then distributed ones co-located with the audit trail.
+    reset citus.enable_ddl_propagation;
+    for v_table in select t.relid from pg_temp.citus_targets t where kind = 'reference' order by t.relid::text loop
+        perform create_reference_table(v_table);
+    end loop;
+    select d.logicalrelid into v_first from pg_dist_partition d
+     where d.partmethod = 'h' and d.logicalrelid = 'clinicdb.audit_log'::regclass;
+    if v_first is null then
+        perform create_distributed_table('clinicdb.audit_log', 'clinic_id');
+    end if;
+    for v_table in select t.relid from pg_temp.citus_targets t
+                    where kind = 'distributed' and t.relid <> 'clinicdb.audit_log'::regclass order by t.relid::text loop
+        perform create_distributed_table(v_table, 'clinic_id', colocate_with => 'clinicdb.audit_log');
+    end loop;
+
+    -- 6. The foreign keys, as they were.
+    foreach v_sql in array v_fks loop
+        execute v_sql;
+    end loop;
+end
+$$;
+comment on procedure clinicdb.citus_distribute() is
+    'clinicdb: on a Citus coordinator, distribute the layer and every protected table by clinic_id (docs/citus.md). Idempotent.';
+revoke execute on procedure clinicdb.citus_distribute() from public;
+reset role;
