@@ -24,6 +24,7 @@
 --   * Foreign keys are dropped and re-created around the distribution (Citus
 --     needs the referenced tables distributed first, and reference tables
 --     cannot point at distributed ones); the definitions are kept verbatim.
+--   * clinicdb_owner becomes LOGIN (Citus connects to workers as it).
 --   * Composite types are created on the workers (Citus does not carry
 --     them as dependencies of the layer's functions).
 create or replace function clinicdb._citus_staff_clinic_id()
@@ -200,6 +201,11 @@ begin
             using errcode = 'object_not_in_prerequisite_state',
                   hint = 'select citus_set_coordinator_host(host, port) first: the audit rows of reference tables are written by the coordinator''s copy';
     end if;
+    -- Citus opens its own connections to the workers as the current user,
+    -- and the audit capture runs as clinicdb_owner (security definer): the
+    -- owner must be able to log in on the workers. Which hosts may, and how
+    -- they authenticate, is pg_hba.conf's decision (docs/citus.md).
+    alter role clinicdb_owner login;
     -- Objects this procedure changes reach the workers when their tables are
     -- distributed (or not at all: the coordinator is the source of truth).
     set local citus.enable_ddl_propagation = off;
