@@ -43,6 +43,10 @@ language plpgsql
 stable
 parallel safe
 set search_path = pg_catalog, pg_temp
+-- Called by the policy on a shard, it reads staff_members, a reference
+-- table: its copy on the same node answers, so the nested query Citus
+-- otherwise refuses from a shard cannot give another node's answer.
+set citus.allow_nested_distributed_execution = on
 as $$
 begin
     -- Citus evaluates every function call of a distributed query on the
@@ -247,6 +251,11 @@ begin
     execute 'create or replace function clinicdb.require_clinic_id() returns uuid language sql stable parallel safe '
             'return clinicdb._citus_require_clinic_id()';
     grant execute on function clinicdb._citus_current_clinic_id(), clinicdb._citus_require_clinic_id() to public;
+    -- grant_staff() as defined, with its role-oid subquery as a cast: Citus
+    -- refuses subqueries inside an INSERT on a reference table.
+    execute replace(pg_get_functiondef('clinicdb.grant_staff(name, uuid)'::regprocedure),
+                    'values (p_role, (select oid from pg_roles where rolname = p_role), p_clinic)',
+                    'values (p_role, p_role::text::regrole::oid, p_clinic)');
     -- The same query as sql/functions/clinic_keys.sql, in plpgsql: a SQL-standard
     -- body records that it reads clinicdb.key_epoch, and Citus refuses to
     -- distribute a table a function of its own dependencies reads.
