@@ -43,10 +43,6 @@ language plpgsql
 stable
 parallel safe
 set search_path = pg_catalog, pg_temp
--- Called by the policy on a shard, it reads staff_members, a reference
--- table: its copy on the same node answers, so the nested query Citus
--- otherwise refuses from a shard cannot give another node's answer.
-set citus.allow_nested_distributed_execution = on
 as $$
 begin
     -- Citus evaluates every function call of a distributed query on the
@@ -232,9 +228,10 @@ begin
        set using_expr = regexp_replace(using_expr, '\(select (clinicdb\.\w+\(\))\)', '\1', 'g'),
            check_expr = regexp_replace(check_expr, '\(select (clinicdb\.\w+\(\))\)', '\1', 'g')
      where using_expr ~ '\(select ' or check_expr ~ '\(select ';
-    perform clinicdb.protect_table(p.table_name) from clinicdb.protected_tables p
-     where not exists (select 1 from pg_dist_partition d where d.logicalrelid = p.table_name);
-    perform clinicdb.protect_table('clinicdb.policy_reference');
+    if found then
+        perform clinicdb.protect_table(p.table_name) from clinicdb.protected_tables p;
+        perform clinicdb.protect_table('clinicdb.policy_reference');
+    end if;
     alter policy audit_log_read on clinicdb.audit_log
         using (clinic_id = clinicdb.current_clinic_id() or pg_has_role('clinicdb_auditor', 'MEMBER'));
     alter policy audit_log_access_insert on clinicdb.audit_log
@@ -246,6 +243,10 @@ begin
     execute 'create or replace function clinicdb._staff_clinic_id() returns uuid language sql stable parallel safe '
             'return clinicdb._citus_staff_clinic_id()';
     grant execute on function clinicdb._citus_staff_clinic_id() to public;
+    -- Called by the policy on a shard, it reads staff_members, a reference
+    -- table: its copy on the same node answers, so the nested query Citus
+    -- otherwise refuses from a shard cannot give another node's answer.
+    alter function clinicdb._citus_staff_clinic_id() set citus.allow_nested_distributed_execution = on;
     execute 'create or replace function clinicdb.current_clinic_id() returns uuid language sql stable parallel safe '
             'return clinicdb._citus_current_clinic_id()';
     execute 'create or replace function clinicdb.require_clinic_id() returns uuid language sql stable parallel safe '

@@ -50,6 +50,22 @@ def distribute(url: str) -> None:
         conn.execute("call clinicdb.citus_distribute()")
 
 
+def detect(url: str) -> bool:
+    """True when the database at ``url`` has the citus extension (``clinicdb migrate`` then uses the profile)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return is_citus(conn)
+
+
+def migrate(url: str, **options: Any) -> list[str]:
+    """``schema.apply`` for a Citus coordinator: the migrations with DDL propagation off, then
+    ``citus_distribute()``. ``options`` are ``schema.apply``'s; returns the migrations applied."""
+    from clinicdb import schema
+
+    applied = schema.apply(migration_conninfo(url), **options)
+    distribute(url)
+    return applied
+
+
 def clinic_context_statements(
     clinic_id: uuid.UUID, *, user_id: str | None = None, request_id: str | None = None
 ) -> list[sql.Composed | sql.SQL]:
@@ -75,7 +91,9 @@ __all__ = [
     "PROPAGATE",
     "CitusError",
     "clinic_context_statements",
+    "detect",
     "distribute",
     "is_citus",
+    "migrate",
     "migration_conninfo",
 ]

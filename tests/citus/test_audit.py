@@ -65,7 +65,8 @@ def test_audit_row_lives_on_the_shard_of_its_clinic(
     ).fetchone()
     assert nodes
     placement = admin.execute(
-        "select nodeport from pg_dist_shard_placement where shardid = any(%s) group by nodeport", ([nodes[0], nodes[1]],)
+        "select nodeport from pg_dist_shard_placement where shardid = any(%s) group by nodeport",
+        ([nodes[0], nodes[1]],),
     ).fetchall()
     assert len(placement) == 1
 

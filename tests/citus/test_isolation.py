@@ -7,12 +7,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from citus_helpers import scoped
 from psycopg import sql
 
 from clinicdb.devcluster.bootstrap import APP_LOGIN
 from clinicdb.devcluster.citus import CitusSet
-
-from citus_helpers import scoped
 
 READONLY_LOGIN = "clinicdb_readonly_user"
 
@@ -32,7 +31,14 @@ def test_every_tenant_table_is_distributed_by_clinic_and_colocated(admin: psycop
     ).fetchall()
     kinds = {name: (kind, column, colocation) for name, kind, column, colocation in rows}
     distributed = {n for n, (k, _, _) in kinds.items() if k == "distributed"}
-    assert distributed == {"clinicdb.audit_log", "patients", "appointments", "medical_records", "prescriptions", "staff"}
+    assert distributed == {
+        "clinicdb.audit_log",
+        "patients",
+        "appointments",
+        "medical_records",
+        "prescriptions",
+        "staff",
+    }
     assert {kinds[n][1] for n in distributed} == {"clinic_id"}
     assert len({kinds[n][2] for n in distributed}) == 1
     assert kinds["clinicdb.clinics"][0] == "reference"
@@ -58,7 +64,9 @@ def test_cross_clinic_read_returns_nothing(citus: CitusSet, clinic_pair: tuple[u
     assert rows == []
 
 
-def test_missing_clinic_reads_nothing_and_writes_fail(citus: CitusSet, clinic_pair: tuple[uuid.UUID, uuid.UUID]) -> None:
+def test_missing_clinic_reads_nothing_and_writes_fail(
+    citus: CitusSet, clinic_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
     """With no clinic in force, reads return no row and writes raise 'no clinic is in force'."""
     a, _ = clinic_pair
     _add_patient(citus, a, "A-3")

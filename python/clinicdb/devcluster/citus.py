@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from clinicdb import citus, schema
+from clinicdb import citus
 from clinicdb._url import replace_url
 from clinicdb.devcluster.binaries import PostgresNotFound, chown_for_server, find_bindir
 from clinicdb.devcluster.bootstrap import APP_LOGIN, ensure_logins
@@ -70,7 +70,10 @@ class CitusSet:
 def start_nodes(root: Path, *, workers: int = 2, settings: dict[str, str] | None = None) -> list[LocalCluster]:
     """Start a coordinator and ``workers`` workers under ``root``, with citus created and the workers added."""
     conf = {**CITUS_SETTINGS, **(settings or {})}
-    nodes = [LocalCluster(root / name, replicas=0, settings=conf) for name in ["coordinator"] + [f"worker{i}" for i in range(1, workers + 1)]]
+    nodes = [
+        LocalCluster(root / name, replicas=0, settings=conf)
+        for name in ["coordinator"] + [f"worker{i}" for i in range(1, workers + 1)]
+    ]
     for node in nodes:
         node.up()
     for node in nodes:
@@ -92,8 +95,7 @@ def throwaway_citus(*, workers: int = 2, settings: dict[str, str] | None = None)
         chown_for_server(root)
         nodes = start_nodes(root, workers=workers, settings=settings)
         url = nodes[0].url()
-        schema.apply(citus.migration_conninfo(url), reference=True)
-        citus.distribute(url)
+        citus.migrate(url, reference=True)
         ensure_logins(url)
         yield CitusSet(admin_url=url, worker_admin_urls=[n.url() for n in nodes[1:]], nodes=nodes)
     finally:
