@@ -65,6 +65,7 @@ def migrate(
     notes: list[str] = []
     url = resolve_admin_url(database_url)
     if use_citus is None:
+        schema.check_lock()  # a changed published migration is refused before any connection
         use_citus = citus.detect(url)
     if use_citus:
         applied = citus.migrate(url, reference=reference_schema, sources=sources, notes=notes)
