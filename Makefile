@@ -10,7 +10,7 @@ export CLINICDB_PG_BINDIR := $(PG_BINDIR)
 export PATH := $(PG_BINDIR):$(PATH)
 endif
 
-.PHONY: default demo test test-pgtap test-py test-psycopg-matrix test-fresh-clone lint lock-migrations generate bench soak system-deps venv down clean
+.PHONY: default demo test test-citus test-pgtap test-py test-psycopg-matrix test-fresh-clone lint lock-migrations generate bench soak system-deps venv down clean
 
 default: test lint
 
@@ -21,6 +21,10 @@ demo: venv
 
 # Every test: pgTAP through pg_prove, then pytest (each starts its own servers).
 test: test-pgtap test-py
+
+# The Citus suites (tests/citus/) on a coordinator and two workers they start; one line and exit 0 without Citus.
+test-citus: venv
+	$(BIN)/python tests/run_citus.py
 
 # pgTAP suites under tests/pgtap/ against a throwaway migrated server.
 test-pgtap: venv
@@ -50,8 +54,8 @@ test-psycopg-matrix: system-deps
 # The checkers pre-commit runs too; the last two fail when sync.py is not generated from asyncio.py
 # and when a published migration changed (or a new one is not locked yet).
 lint: venv
-	$(BIN)/ruff check python cli tests/py bench migrations tools tests/run_pgtap.py
-	$(BIN)/ruff format --check python cli tests/py bench migrations tools tests/run_pgtap.py
+	$(BIN)/ruff check python cli tests/py bench migrations tools tests/run_pgtap.py tests/run_citus.py tests/citus
+	$(BIN)/ruff format --check python cli tests/py bench migrations tools tests/run_pgtap.py tests/run_citus.py tests/citus
 	$(BIN)/mypy python cli
 	$(BIN)/python tools/async_to_sync.py --check
 	$(BIN)/python tools/freeze.py check

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from clinicdb import schema
+from clinicdb import citus, schema
 
 from ._common import (
     admin_url_option,
@@ -39,9 +39,17 @@ def source_option(func: F) -> F:
     is_flag=True,
     help="Also install the reference healthcare tables (patients, appointments, ...) in public.",
 )
+@click.option(
+    "--citus/--no-citus",
+    "use_citus",
+    default=None,
+    help="Apply the Citus profile (distribute by clinic_id); default: when the citus extension is installed.",
+)
 @source_option
 @friendly_errors
-def migrate(database_url: str | None, reference_schema: bool, sources: tuple[Path, ...]) -> None:
+def migrate(
+    database_url: str | None, reference_schema: bool, use_citus: bool | None, sources: tuple[Path, ...]
+) -> None:
     """Apply every pending migration: clinicdb's core layer, then your own.
 
     The core layer is roles, the clinicdb schema, tenancy, audit, encryption
@@ -52,9 +60,18 @@ def migrate(database_url: str | None, reference_schema: bool, sources: tuple[Pat
 
         clinicdb migrate --database-url postgresql://postgres@db1:5432,db2:5432/clinics?target_session_attrs=read-write
         clinicdb migrate --source ./migrations        # your tables, after the core
+        clinicdb migrate --citus                      # on a Citus coordinator (docs/citus.md)
     """
     notes: list[str] = []
-    applied = schema.apply(resolve_admin_url(database_url), reference=reference_schema, sources=sources, notes=notes)
+    url = resolve_admin_url(database_url)
+    if use_citus is None:
+        schema.check_lock()  # a changed published migration is refused before any connection
+        use_citus = citus.detect(url)
+    if use_citus:
+        applied = citus.migrate(url, reference=reference_schema, sources=sources, notes=notes)
+        notes.append("citus: the layer and every protected table are distributed by clinic_id (docs/citus.md)")
+    else:
+        applied = schema.apply(url, reference=reference_schema, sources=sources, notes=notes)
     click.echo(f"applied: {', '.join(applied)}" if applied else "nothing to apply")
     for note in notes:
         click.echo(note)

@@ -1,0 +1,99 @@
+"""clinicdb on a Citus cluster (issue #16, docs/citus.md).
+
+On a Citus coordinator the migrations run with ``citus.enable_ddl_propagation``
+off, so they build the layer on the coordinator exactly as on a single node;
+then ``clinicdb.citus_distribute()`` (sql/functions/citus_profile.sql) makes
+the layer's tables reference tables and distributes the audit trail and every
+protected table by ``clinic_id``, which carries the layer's functions, roles
+and policies to the workers. ``clinicdb migrate`` does this when it finds the
+citus extension (or is given ``--citus``).
+
+Clinic context on Citus: ``set_config(..., true)`` does not reach the
+workers; ``SET LOCAL`` does when ``citus.propagate_set_commands = 'local'``.
+:func:`clinic_context_statements` builds those statements from a validated
+uuid only, never from free text.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import conninfo, sql
+
+# Set per transaction, before the clinic: makes the SET LOCAL below reach every worker the transaction uses.
+PROPAGATE = "set local citus.propagate_set_commands = 'local'"
+
+
+class CitusError(RuntimeError):
+    """The database is not a Citus coordinator clinicdb can distribute onto; the message says what is missing."""
+
+
+def is_citus(conn: psycopg.Connection[Any]) -> bool:
+    """True when the connected database has the citus extension."""
+    row = conn.execute("select exists (select 1 from pg_extension where extname = 'citus')").fetchone()
+    return bool(row and row[0])
+
+
+def migration_conninfo(url: str) -> str:
+    """``url`` with ``citus.enable_ddl_propagation`` off for every statement: migrations build the layer on the
+    coordinator only, and ``citus_distribute()`` carries it to the workers afterwards."""
+    return conninfo.make_conninfo(url, options="-c citus.enable_ddl_propagation=off")
+
+
+def distribute(url: str) -> None:
+    """Run ``clinicdb.citus_distribute()`` on the coordinator at ``url`` (a superuser URL)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not is_citus(conn):
+            raise CitusError("the citus extension is not installed in this database: create extension citus first")
+        conn.execute("call clinicdb.citus_distribute()")
+
+
+def detect(url: str) -> bool:
+    """True when the database at ``url`` has the citus extension (``clinicdb migrate`` then uses the profile)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return is_citus(conn)
+
+
+def migrate(url: str, **options: Any) -> list[str]:
+    """``schema.apply`` for a Citus coordinator: the migrations with DDL propagation off, then
+    ``citus_distribute()``. ``options`` are ``schema.apply``'s; returns the migrations applied."""
+    from clinicdb import schema
+
+    applied = schema.apply(migration_conninfo(url), **options)
+    distribute(url)
+    return applied
+
+
+def clinic_context_statements(
+    clinic_id: uuid.UUID, *, user_id: str | None = None, request_id: str | None = None
+) -> list[sql.Composed | sql.SQL]:
+    """The statements that set the clinic (and user, request) for one transaction on Citus.
+
+    ``SET LOCAL`` takes no bind parameters, so the clinic goes in as a literal: it is a ``uuid.UUID`` (checked
+    here), whose text is hex digits and dashes only. The user and request ids are quoted as literals by
+    psycopg. Each is a separate statement, as Citus propagates them one by one.
+    """
+    if not isinstance(clinic_id, uuid.UUID):
+        raise TypeError(f"clinic_id must be a uuid.UUID, not {type(clinic_id).__name__}")
+    statements: list[sql.Composed | sql.SQL] = [
+        sql.SQL(PROPAGATE),
+        sql.SQL("set local app.clinic_id = {}").format(sql.Literal(str(clinic_id))),
+    ]
+    for name, value in (("app.user_id", user_id), ("app.request_id", request_id)):
+        if value is not None:
+            statements.append(sql.SQL("set local {} = {}").format(sql.SQL(name), sql.Literal(str(value))))
+    return statements
+
+
+__all__ = [
+    "PROPAGATE",
+    "CitusError",
+    "clinic_context_statements",
+    "detect",
+    "distribute",
+    "is_citus",
+    "migrate",
+    "migration_conninfo",
+]

@@ -1,0 +1,45 @@
+"""Fixtures for the Citus suites (``make test-citus``): a coordinator and two workers the run starts itself.
+
+``citus`` is one migrated cluster for the whole run (throwaway nodes on free
+loopback ports, stopped by PID at the end), with ``log_statement = all`` on
+every node so the encryption suite can read what each node logged. The whole
+folder is skipped when the machine's PostgreSQL has no Citus; ``make
+test-citus`` says so in one line before pytest ever starts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from clinicdb.devcluster.citus import CitusSet, citus_installed, throwaway_citus
+
+if not citus_installed():
+    pytest.skip("Citus is not installed in this PostgreSQL", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def citus() -> Iterator[CitusSet]:
+    """A migrated Citus coordinator with two workers, every table distributed."""
+    with throwaway_citus(settings={"log_statement": "all"}) as found:
+        yield found
+
+
+@pytest.fixture
+def admin(citus: CitusSet) -> Iterator[psycopg.Connection[Any]]:
+    """A superuser connection to the coordinator (autocommit)."""
+    with psycopg.connect(citus.admin_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def clinic_pair(admin: psycopg.Connection[Any]) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two fresh clinics, so tests never see each other's rows."""
+    a = admin.execute("select clinicdb.create_clinic(%s)", (f"A {uuid.uuid4()}",)).fetchone()
+    b = admin.execute("select clinicdb.create_clinic(%s)", (f"B {uuid.uuid4()}",)).fetchone()
+    assert a and b
+    return a[0], b[0]
