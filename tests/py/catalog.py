@@ -58,7 +58,10 @@ _QUERIES = {
           left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
          where {_SCHEMAS} and c.relkind in ('r', 'p', 'v', 'm', 'f') and a.attnum > 0 and not a.attisdropped""",
     "constraints": f"""
-        select c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid),
+        -- NOT NULL constraints (catalogued from PostgreSQL 18) get generated names that depend on what the
+        -- table was called when the column was made (a renamed table keeps them): compared without the name.
+        select c.conrelid::regclass::text, case when c.contype = 'n' then '' else c.conname end,
+               pg_get_constraintdef(c.oid),
                obj_description(c.oid, 'pg_constraint')
           from pg_constraint c join pg_namespace n on n.oid = c.connamespace
          where {_SCHEMAS} and c.conrelid <> 0""",
