@@ -43,11 +43,16 @@ def migration_conninfo(url: str) -> str:
 
 
 def distribute(url: str) -> None:
-    """Run ``clinicdb.citus_distribute()`` on the coordinator at ``url`` (a superuser URL)."""
+    """Run ``clinicdb.citus_distribute()``, then ``clinicdb.citus_audit_profile()``, on the coordinator at ``url``
+    (a superuser URL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")
         conn.execute("call clinicdb.citus_distribute()")
+        # Sealing and verification read the distributed trail (migration 0031; absent before it).
+        found = conn.execute("select to_regprocedure('clinicdb.citus_audit_profile(boolean)') is not null").fetchone()
+        if found and found[0]:
+            conn.execute("call clinicdb.citus_audit_profile()")
 
 
 def detect(url: str) -> bool:
