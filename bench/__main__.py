@@ -1,6 +1,6 @@
 """``make bench``: run every bench/bench_*.py module against throwaway servers.
 
-Usage: python -m bench [AREA ...]   (AREA: isolation, audit, encryption, driver)
+Usage: python -m bench [AREA ...]   (AREA: isolation, audit, encryption, driver, citus)
 """
 
 from __future__ import annotations

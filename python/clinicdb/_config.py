@@ -36,6 +36,7 @@ ENV_NAMES: dict[str, tuple[str, str]] = {
     "health_timeout": ("CLINICDB_HEALTH_TIMEOUT_MS", "2000"),
     "prepare_threshold": ("CLINICDB_PREPARE_THRESHOLD", "5"),
     "read_your_writes": ("CLINICDB_READ_YOUR_WRITES", "on"),
+    "citus": ("CLINICDB_CITUS", "auto"),
 }
 _MILLISECONDS = {
     "acquire_timeout",
@@ -78,6 +79,8 @@ class Options:
     health_timeout: float = 2.0
     prepare_threshold: int | None = 5
     read_your_writes: bool = True
+    # None: detected on each new pooled connection (the citus extension in the database); True/False: forced.
+    citus: bool | None = None
 
     def __post_init__(self) -> None:
         if self.min_size < 0 or self.max_size < max(1, self.min_size):
@@ -140,10 +143,12 @@ def _parse(field: str, var: str, raw: str) -> Any:
             if text in ("0", "off", "false", "no"):
                 return False
             raise ValueError(text)
+        if field == "citus":
+            return {"auto": None, "on": True, "off": False}[text]
         if field == "prepare_threshold":
             return None if text in ("none", "off", "") else int(text)
         if field in _MILLISECONDS:
             return float(text) / 1000.0
         return int(text)
-    except ValueError:
+    except (ValueError, KeyError):
         raise ValueError(f"{var}={raw[:40]!r} is not valid; see docs/driver.md for its meaning and default") from None

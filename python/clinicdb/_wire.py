@@ -10,6 +10,13 @@ select is prepared when psycopg_pool opens the connection (``PREPARED``
 shapes); when a pooler or psycopg's ``DEALLOCATE ALL`` dropped it, the
 opening prepares it again in its next flight.
 
+On Citus (``citus=True``: the driver found the extension, or was told) the
+flight also carries, between ``BEGIN`` and the select, the ``SET LOCAL``
+statements of ``clinicdb.citus.context_commands``: ``set_config`` does not
+reach the workers, ``SET LOCAL`` under ``citus.propagate_set_commands =
+'local'`` does. They take no parameters: the clinic is a validated uuid and
+the user and request ids are escape-string literals. Still one round trip.
+
 Closing: one simple-query message. Every one (commit or rollback, read or
 write) also carries ``CLOSE ALL`` and ``DISCARD TEMP``: a ``WITH HOLD``
 cursor or a temporary table the app made (temporary tables have no row level
@@ -33,6 +40,7 @@ import psycopg
 from psycopg import pq
 
 from clinicdb._scope import Scope, scope_values, settings_select
+from clinicdb.citus import context_commands
 
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _ABORTED = pq.ExecStatus.PIPELINE_ABORTED
@@ -97,6 +105,8 @@ class Opening:
     params: list[bytes | None] = field(repr=False)
     extra: int  # how many extra settings
     name: bytes | None  # the prepared select, or None to send it unnamed
+    # Citus: the SET LOCAL statements sent after BEGIN (empty on a single node).
+    sets: tuple[bytes, ...] = ()
 
     @property
     def lsn_column(self) -> int:
@@ -105,9 +115,17 @@ class Opening:
 
     @classmethod
     def build(
-        cls, scope: Scope, *, read: bool, isolation: str | None, timeouts: tuple[int, int], prepared: bool
+        cls,
+        scope: Scope,
+        *,
+        read: bool,
+        isolation: str | None,
+        timeouts: tuple[int, int],
+        prepared: bool,
+        citus: bool = False,
     ) -> Opening:
         extra = len(scope.settings)
+        sets = context_commands(scope.clinic_id, scope.user_id, scope.request_id) if citus else []
         values = [*scope_values(scope)[:3], str(timeouts[0]), str(timeouts[1]), *scope_values(scope)[3:]]
         named = prepared and extra <= PREPARED
         return cls(
@@ -115,6 +133,7 @@ class Opening:
             [v.encode() for v in values],
             extra,
             opening_name(extra) if named else None,
+            tuple(command.encode() for command in sets),
         )
 
     def send(self, pgconn: pq.abc.PGconn, *, prepare: bool = False, rollback_first: bool = False) -> None:
@@ -122,13 +141,14 @@ class Opening:
         pgconn.enter_pipeline_mode()
         if rollback_first:
             pgconn.send_query_params(b"rollback", None)
+        if self.name is not None and prepare:
+            pgconn.send_prepare(self.name, opening_query(self.extra))
+        pgconn.send_query_params(self.begin, None)
+        for command in self.sets:
+            pgconn.send_query_params(command, None)
         if self.name is None:
-            pgconn.send_query_params(self.begin, None)
             pgconn.send_query_params(opening_query(self.extra), self.params)
         else:
-            if prepare:
-                pgconn.send_prepare(self.name, opening_query(self.extra))
-            pgconn.send_query_params(self.begin, None)
             pgconn.send_query_prepared(self.name, self.params)
         pgconn.pipeline_sync()
 

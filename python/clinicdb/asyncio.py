@@ -50,6 +50,7 @@ _INTRANS = pq.TransactionStatus.INTRANS
 _INERROR = pq.TransactionStatus.INERROR
 PRIMARY, REPLICA = "primary", "replica"
 _PROMOTED_UNDER_STANDBY_URL = "the server this standby URL reached was promoted; reconnecting to find the standby"
+_CITUS_SQL = "select exists (select 1 from pg_extension where extname = 'citus')"
 _SETTLE = (
     "select exists (select 1 from clinicdb.audit_log where clinic_id = %s and request_id = %s"
     " and action in ('insert', 'update', 'delete')"
@@ -216,6 +217,9 @@ class AsyncClinicDB:
         self._token: ContextVar[CausalToken | None] = ContextVar(f"clinicdb_token_{id(self)}", default=None)
         self._timeouts = (opts.statement_timeout_ms, opts.idle_in_transaction_timeout_ms)
         self._cached_opening = functools.lru_cache(maxsize=4096)(self._build)
+        # Citus mode: the opening sets the clinic with SET LOCAL statements that reach the workers. Forced by
+        # options.citus, else switched on by _configure when a connection finds the citus extension.
+        self._citus = opts.citus is True
         self._health: dict[str, Any] | None = None
         self._health_at = 0.0
         self._health_lock = asyncio.Lock()  # NOSYNC
@@ -300,7 +304,7 @@ class AsyncClinicDB:
         await self.close()
 
     async def _configure(self, conn: AConn) -> None:
-        """Every new connection: refuse a login RLS would not apply to, then prepare the opening selects."""
+        """Every new connection: refuse a login RLS would not apply to, detect Citus, prepare the opening selects."""
         cur = await conn.execute(_login.BYPASS_SQL)
         row = await cur.fetchone()
         try:
@@ -309,6 +313,13 @@ class AsyncClinicDB:
             self._refusal = exc
             await conn.rollback()
             raise
+        if self.options.citus is None and not self._citus:
+            cur = await conn.execute(_CITUS_SQL)
+            found = await cur.fetchone()
+            if found and found[0]:
+                # Sticky: a set_config-only opening would see no row on the workers (it fails closed, never open).
+                self._citus = True
+                self._cached_opening.cache_clear()
         if self.options.prepare_threshold is not None:
             await conn.execute(_wire.prepare_statements())
         await conn.commit()
@@ -472,7 +483,9 @@ class AsyncClinicDB:
     # -- the transaction ----------------------------------------------------------
     def _build(self, scope: Scope, read: bool, isolation: str | None) -> _wire.Opening:
         prepared = self.options.prepare_threshold is not None
-        return _wire.Opening.build(scope, read=read, isolation=isolation, timeouts=self._timeouts, prepared=prepared)
+        return _wire.Opening.build(
+            scope, read=read, isolation=isolation, timeouts=self._timeouts, prepared=prepared, citus=self._citus
+        )
 
     def _opening_for(self, scope: Scope, read: bool, isolation: str | None) -> _wire.Opening:
         # Extra settings may hold keys: such openings are built per transaction and never cached.

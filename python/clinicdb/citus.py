@@ -43,11 +43,16 @@ def migration_conninfo(url: str) -> str:
 
 
 def distribute(url: str) -> None:
-    """Run ``clinicdb.citus_distribute()`` on the coordinator at ``url`` (a superuser URL)."""
+    """Run ``clinicdb.citus_distribute()``, then ``clinicdb.citus_audit_profile()``, on the coordinator at ``url``
+    (a superuser URL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")
         conn.execute("call clinicdb.citus_distribute()")
+        # Sealing and verification read the distributed trail (migration 0031; absent before it).
+        found = conn.execute("select to_regprocedure('clinicdb.citus_audit_profile(boolean)') is not null").fetchone()
+        if found and found[0]:
+            conn.execute("call clinicdb.citus_audit_profile()")
 
 
 def detect(url: str) -> bool:
@@ -66,34 +71,58 @@ def migrate(url: str, **options: Any) -> list[str]:
     return applied
 
 
-def clinic_context_statements(
-    clinic_id: uuid.UUID, *, user_id: str | None = None, request_id: str | None = None
-) -> list[sql.Composed | sql.SQL]:
-    """The statements that set the clinic (and user, request) for one transaction on Citus.
+def quote_literal(value: str) -> str:
+    """``value`` as an escape-string literal (``E'...'``) that reads back as exactly ``value``.
 
-    ``SET LOCAL`` takes no bind parameters, so the clinic goes in as a literal: it is a ``uuid.UUID`` (checked
-    here), whose text is hex digits and dashes only. The user and request ids are quoted as literals by
-    psycopg. Each is a separate statement, as Citus propagates them one by one.
+    ``SET LOCAL`` takes no bind parameters, so on Citus the user and request
+    ids must travel inside the statement text. In an ``E''`` literal every
+    backslash is doubled and every quote doubled, and it means the same
+    whatever ``standard_conforming_strings`` says: no value can end the literal
+    early. NUL (which no PostgreSQL text holds) is refused.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"a setting value must be a str, not {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError("a setting value cannot contain NUL")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def context_commands(clinic_id: uuid.UUID, user_id: str | None = None, request_id: str | None = None) -> list[str]:
+    """The ``SET LOCAL`` statements, as text, that put a clinic (user, request) in force on every node Citus uses.
+
+    The first makes ``SET LOCAL`` propagate; the clinic is a checked ``uuid.UUID`` (hex digits and dashes); the
+    user and request ids are :func:`quote_literal` literals. One statement each: Citus replays them one by one on
+    every worker connection the transaction opens. The driver sends them in its opening flight.
     """
     if not isinstance(clinic_id, uuid.UUID):
         raise TypeError(f"clinic_id must be a uuid.UUID, not {type(clinic_id).__name__}")
-    statements: list[sql.Composed | sql.SQL] = [
-        sql.SQL(PROPAGATE),
-        sql.SQL("set local app.clinic_id = {}").format(sql.Literal(str(clinic_id))),
-    ]
+    commands = [PROPAGATE, f"set local app.clinic_id = '{clinic_id}'"]
     for name, value in (("app.user_id", user_id), ("app.request_id", request_id)):
         if value is not None:
-            statements.append(sql.SQL("set local {} = {}").format(sql.SQL(name), sql.Literal(str(value))))
-    return statements
+            commands.append(f"set local {name} = {quote_literal(str(value))}")
+    return commands
+
+
+def clinic_context_statements(
+    clinic_id: uuid.UUID, *, user_id: str | None = None, request_id: str | None = None
+) -> list[sql.Composed | sql.SQL]:
+    """The statements that set the clinic (and user, request) for one transaction on Citus, for ``conn.execute``.
+
+    :func:`context_commands` as ``psycopg.sql`` objects: the clinic is a ``uuid.UUID`` (checked), the user and
+    request ids are quoted by :func:`quote_literal`. Run each as a separate statement, in an open transaction.
+    """
+    return [sql.SQL(command) for command in context_commands(clinic_id, user_id, request_id)]
 
 
 __all__ = [
     "PROPAGATE",
     "CitusError",
     "clinic_context_statements",
+    "context_commands",
     "detect",
     "distribute",
     "is_citus",
     "migrate",
     "migration_conninfo",
+    "quote_literal",
 ]

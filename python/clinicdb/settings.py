@@ -143,6 +143,12 @@ SETTINGS: tuple[Setting, ...] = (
         "on",
         "Driver: reads after a write by the same thread/task see it (on) or may read a lagging replica (off).",
     ),
+    Setting(
+        "CLINICDB_CITUS",
+        "auto",
+        "Driver: set the clinic with SET LOCAL statements that reach Citus workers (on), with set_config only "
+        "(off), or as each new connection finds the citus extension (auto); docs/citus.md.",
+    ),
 )
 
 
