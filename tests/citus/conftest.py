@@ -2,7 +2,8 @@
 
 ``citus`` is one migrated cluster for the whole run (throwaway nodes on free
 loopback ports, stopped by PID at the end), with ``log_statement = all`` on
-every node so the encryption suite can read what each node logged. The whole
+every node so the encryption suite can read what each node logged, and Citus's
+query statistics on (``pg_stat_statements``) for the fan-out report. The whole
 folder is skipped when the machine's PostgreSQL has no Citus; ``make
 test-citus`` says so in one line before pytest ever starts.
 """
@@ -22,10 +23,18 @@ if not citus_installed():
     pytest.skip("Citus is not installed in this PostgreSQL", allow_module_level=True)
 
 
+SETTINGS = {
+    "log_statement": "all",
+    "log_min_error_statement": "error",
+    "shared_preload_libraries": "citus,pg_stat_statements",
+    "citus.stat_statements_track": "all",
+}
+
+
 @pytest.fixture(scope="session")
 def citus() -> Iterator[CitusSet]:
     """A migrated Citus coordinator with two workers, every table distributed."""
-    with throwaway_citus(settings={"log_statement": "all"}) as found:
+    with throwaway_citus(settings=SETTINGS) as found:
         yield found
 
 
