@@ -10,6 +10,7 @@ test-citus`` says so in one line before pytest ever starts.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,10 @@ if not citus_installed():
 SETTINGS = {
     "log_statement": "all",
     "log_min_error_statement": "error",
+    # The worst case for the key-logging suite: a node whose operator logs every bound parameter, at any level
+    # (the migration turns them off for the coordinator's database only).
+    "log_parameter_max_length": "-1",
+    "log_parameter_max_length_on_error": "-1",
     "shared_preload_libraries": "citus,pg_stat_statements",
     "citus.stat_statements_track": "all",
 }
@@ -36,6 +41,12 @@ def citus() -> Iterator[CitusSet]:
     """A migrated Citus coordinator with two workers, every table distributed."""
     with throwaway_citus(settings=SETTINGS) as found:
         yield found
+
+
+@pytest.fixture(scope="session")
+def master_key() -> str:
+    """The cluster's one master key (the database remembers the first one used, and refuses any other)."""
+    return secrets.token_hex(32)
 
 
 @pytest.fixture
