@@ -10,7 +10,7 @@ import click
 
 from clinicdb import __version__
 
-from . import audit, check, clinic, demo, dev, health, keys, migrate, new, protect, psql, sql, staff
+from . import audit, check, citus, clinic, demo, dev, health, keys, migrate, new, protect, psql, sql, staff
 from ._common import one_line
 
 try:  # click 8.2+: a group run without a command raises this (8.1 printed the help and exited 0)
@@ -79,5 +79,5 @@ def cli() -> None:
     """
 
 
-for module in (dev, migrate, new, check, protect, clinic, staff, sql, psql, audit, health, keys, demo):
+for module in (dev, migrate, new, check, protect, clinic, staff, sql, psql, audit, health, keys, citus, demo):
     module.register(cli)

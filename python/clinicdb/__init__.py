@@ -2,14 +2,15 @@
 
 The public surface: ``ClinicDB`` and ``AsyncClinicDB`` (the driver) and their
 ``Options`` (``DriverConfig`` is its old name), ``clinic_scope`` and
-``current_scope`` (the contextvars scope), ``set_scope`` (the clinic on a
+``current_scope`` (the contextvars scope), ``current_clinic_id`` (its clinic, for
+the application's own ``clinic_id = %s`` filter), ``set_scope`` (the clinic on a
 psycopg connection of your own), ``CausalToken`` and the driver's exceptions.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from clinicdb._config import DriverConfig, Options
-from clinicdb._scope import Scope, clinic_scope, current_scope, set_scope
+from clinicdb._scope import Scope, clinic_scope, current_clinic_id, current_scope, set_scope
 from clinicdb._tokens import CausalToken
 from clinicdb.asyncio import AsyncClinicDB
 from clinicdb.errors import (
@@ -44,6 +45,7 @@ __all__ = [
     "UnsafeLogin",
     "__version__",
     "clinic_scope",
+    "current_clinic_id",
     "current_scope",
     "set_scope",
 ]

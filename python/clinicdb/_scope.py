@@ -226,6 +226,28 @@ def current_scope() -> Scope | None:
     return _current.get()
 
 
+def current_clinic_id() -> uuid.UUID:
+    """The validated clinic of the active ``clinic_scope()``, for the application's own ``clinic_id = %s`` filter.
+
+    On Citus that filter is what sends a query to one clinic's shard (the
+    tenant policy alone keeps it safe but asks every shard; docs/citus.md).
+    Raises ``NoClinicScope`` outside a scope, before anything is sent.
+
+    Example::
+
+        with clinicdb.clinic_scope(clinic_id), db.read() as cur:
+            cur.execute("select * from patients where clinic_id = %s and id = %s",
+                        (clinicdb.current_clinic_id(), patient_id))
+    """
+    active = _current.get()
+    if active is None:
+        raise NoClinicScope(
+            "no clinic for this filter: run inside `with clinicdb.clinic_scope(clinic_id): ...`,"
+            " or pass the clinic you gave db.read()/db.write()"
+        )
+    return active.clinic_id
+
+
 @lru_cache(maxsize=64)
 def settings_select(extra: int, *, timeouts: bool = False, local: bool = True, dollar: bool = False) -> str:
     """``select set_config('app.clinic_id', %s, true), ...`` for a scope with ``extra`` extra settings.

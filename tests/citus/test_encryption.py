@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from typing import Any
 
@@ -38,12 +37,12 @@ def test_encrypted_column_write_without_a_key_is_refused_on_the_shard(
 
 
 def test_driver_keyring_does_not_reach_the_workers_and_the_write_fails_closed(
-    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID]
+    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID], master_key: str
 ) -> None:
     """The driver's keyring travels by set_config, which Citus does not propagate (and keys must never travel as
     SQL text): the worker's trigger finds no key and refuses the write; no plaintext is stored anywhere."""
     a, _ = clinic_pair
-    master = secrets.token_hex(32)
+    master = master_key
     encryption.ensure_key(citus.admin_url, a, master)
     keyring = encryption.KeyringCache(master)
     with (

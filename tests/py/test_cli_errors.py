@@ -128,6 +128,8 @@ CASES: dict[str, Case] = {
     "keys generate-master over an existing file": Case(
         ("keys", "generate-master", "--out", "{file}"), "refusing to overwrite", url=None
     ),
+    "citus fanout on a database without Citus": Case(("citus", "fanout"), "not a Citus database"),
+    "citus fanout of a file that does not exist": Case(("citus", "fanout", "no-such.sql"), "does not exist"),
     "psql for a clinic that does not exist": Case(("psql", "--clinic", NOBODY), "does not exist"),
     "rollback with a count of zero": Case(("rollback", "--count", "0"), "--count must be 1 or more"),
     "rollback with a negative count": Case(("rollback", "--count", "-1"), "--count must be 1 or more"),

@@ -139,6 +139,38 @@ def test_psql_session_is_scoped_to_the_clinic(servers: ServerSet, admin: psycopg
     assert out.stdout.strip().splitlines()[-1] == str(a[0])
 
 
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql not installed")
+def test_psql_as_a_staff_login_uses_its_mapping(servers: ServerSet, admin: psycopg.Connection) -> None:
+    """Given a staff login's URL, `clinicdb psql` runs as that login (no role to drop to): mapped to two clinics it
+    picks the one asked for and sees only its rows; a clinic it is not mapped to is refused in one line."""
+    import subprocess
+    import sys
+
+    a = admin.execute("select clinicdb.create_clinic('psql staff A')").fetchone()
+    b = admin.execute("select clinicdb.create_clinic('psql staff B')").fetchone()
+    c = admin.execute("select clinicdb.create_clinic('psql staff C')").fetchone()
+    assert a and b and c
+    for clinic in (a[0], b[0], c[0]):
+        admin.execute(
+            "insert into patients (clinic_id, mrn, given_name, family_name) values (%s, 'PSS-1', 'x', 'y')", (clinic,)
+        )
+    login = f"dr_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("create role {} login in role clinicdb_staff").format(sql.Identifier(login)))
+    admin.execute("select clinicdb.grant_staff(%s, %s)", (login, a[0]))
+    admin.execute("select clinicdb.grant_staff(%s, %s)", (login, b[0]))
+    url = servers.login_url(login)
+    for clinic in (a[0], b[0]):
+        out = subprocess.run(
+            [sys.executable, "-m", "clinicdb_cli", "psql", "--clinic", str(clinic), "--database-url", url,
+             "--", "-At", "-c", "select string_agg(distinct clinic_id::text, ',') from patients"],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().splitlines()[-1] == str(clinic)
+    code, out = run("psql", "--clinic", str(c[0]), "--database-url", url)
+    assert code == 1 and f"staff login {login} is not mapped to clinic {c[0]}" in out and out.count("\n") == 1
+
+
 def test_psql_unknown_clinic_is_one_line(servers: ServerSet) -> None:
     """A clinic id that does not exist is refused before psql starts."""
     code, out = run("psql", "--clinic", str(uuid.uuid4()), "--database-url", servers.admin_url)

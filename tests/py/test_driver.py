@@ -31,6 +31,7 @@ from clinicdb import (
     TransactionAborted,
     UnsafeLogin,
     clinic_scope,
+    current_clinic_id,
 )
 from clinicdb.devcluster.testing import ServerSet
 from driver_facade import AsyncFacade
@@ -250,6 +251,20 @@ def test_clinic_scope_sets_the_clinic_for_a_block(db: Any, clinic_pair: Any) -> 
             assert cur.execute("select current_setting('app.user_id')").fetchone() == ("explicit",)
     with pytest.raises(NoClinicScope), db.read():
         pass
+
+
+def test_current_clinic_id_is_the_scopes_validated_clinic_for_the_apps_filter(db: Any, clinic_pair: Any) -> None:
+    """current_clinic_id() gives the active scope's clinic as a uuid.UUID (a text id is validated), usable as the
+    query's own clinic_id parameter; outside a scope it raises NoClinicScope."""
+    a, _ = clinic_pair
+    with db.write(a) as cur:
+        cur.execute("insert into patients (mrn, given_name, family_name) values ('CC-1', 'Ann', 'Lee')")
+    with clinic_scope(str(a)), db.read() as cur:
+        assert current_clinic_id() == a and isinstance(current_clinic_id(), uuid.UUID)
+        rows = cur.execute("select mrn from patients where clinic_id = %s and mrn = 'CC-1'", (current_clinic_id(),))
+        assert rows.fetchall() == [("CC-1",)]
+    with pytest.raises(NoClinicScope):
+        current_clinic_id()
 
 
 def test_clinic_scope_follows_contexts_not_threads(clinic_pair: Any, replica_servers: ServerSet) -> None:

@@ -1,0 +1,99 @@
+"""Key material never reaches any Citus node's log, even with every statement and every bound parameter logged.
+
+The nodes run with ``log_statement = all``, ``log_min_error_statement = error``
+and ``log_parameter_max_length(_on_error) = -1`` (conftest). Encryption on
+Citus fails closed (docs/citus.md): these are the key paths that exist there,
+run through the driver and the library, each asserted on the whole log of
+every node afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from clinicdb import ClinicDB, encryption
+from clinicdb.devcluster.citus import CitusSet
+from clinicdb.keys import set_master_key
+
+SSN = "123-45-6789"
+
+
+def _offsets(citus: CitusSet) -> dict[Path, int]:
+    return {log: log.stat().st_size for log in citus.log_files()}
+
+
+def _logged_since(offsets: dict[Path, int]) -> dict[Path, str]:
+    found = {}
+    for log, offset in offsets.items():
+        with log.open("rb") as f:
+            f.seek(offset)
+            found[log] = f.read().decode("utf-8", "replace")
+    return found
+
+
+def _key_material(master: str, keyring: str) -> list[str]:
+    """The master key, the keyring text and every data key in it (hex), in both cases."""
+    parts = keyring.split("/")
+    keys = [k for part in parts[3:] for k in part.split(",") if len(k) >= 32]
+    assert keys, "the keyring carries no data key"
+    return [v for s in [master, keyring, *keys] for v in (s, s.upper())]
+
+
+def test_no_key_material_in_any_node_log(
+    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID], master_key: str
+) -> None:
+    """Creating and rotating a clinic's keys, loading its keyring, the driver's refused encrypted write and its
+    reads through the decrypting view, and an app's own master-key transaction leave the master key, the keyring
+    and every data key out of the coordinator's and every worker's log, while the statements themselves are
+    logged."""
+    a, _ = clinic_pair
+    master = master_key
+    offsets = _offsets(citus)
+    encryption.ensure_key(citus.admin_url, a, master)
+    encryption.rotate(citus.admin_url, a, master)
+    keyring = encryption.KeyringCache(master)
+    with ClinicDB(citus.app_url, [], min_size=1, max_size=1, keyring=keyring) as db:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no master key"), db.write(a) as cur:
+            cur.execute(
+                "insert into patients (mrn, given_name, family_name, ssn) values ('KL-1', 'Ann', 'Lee', %s)", (SSN,)
+            )
+        with db.read(a) as cur:
+            cur.execute("select mrn from patients where clinic_id = %s", (a,))
+        assert db.blind_index(a, "public.patients", "ssn", SSN)
+        with db.read(a) as cur:  # the decrypting view on the shard finds no keyring there: no row, no key
+            cur.execute(
+                "select ssn from patients_decrypted where clinic_id = %s and ssn_blind_index = any(%s)",
+                (a, db.blind_index(a, "public.patients", "ssn", SSN)),
+            )
+            assert cur.fetchall() == []
+    with (
+        psycopg.connect(citus.app_url) as app,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        app.transaction(),
+    ):
+        app.execute(
+            "select set_config('citus.propagate_set_commands', 'local', true), set_config('app.clinic_id', %s, true)",
+            (str(a),),
+        )
+        app.execute(f"set local app.clinic_id = '{a}'")
+        set_master_key(app, master)
+        app.execute(
+            "insert into patients (mrn, given_name, family_name, ssn) values ('KL-2', 'Ann', 'Lee', %s)", (SSN,)
+        )
+    logged = _logged_since(offsets)
+    secrets = _key_material(master, keyring.keyring(a))
+    coordinator = logged[citus.log_files()[0]]
+    # The statements that carried keys were logged (their keys were bound parameters, never text):
+    assert "select clinicdb.export_keyring()" in coordinator, "loading the keyring was not logged"
+    assert "execute clinicdb_open_1" in coordinator, "the driver's opening with the keyring was not logged"
+    assert all("statement:" in text or "execute" in text for text in logged.values()), "a node logged nothing"
+    # Control: bound parameters do reach a worker's log at this level (the refused write's shard received them).
+    assert any("DETAIL:  parameters:" in text for log, text in logged.items() if "worker" in str(log))
+    for log, text in logged.items():
+        leaked = [s[:6] + "..." for s in secrets if s in text]
+        assert not leaked, f"{log}: key material in the log ({len(leaked)} values)"
