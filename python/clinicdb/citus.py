@@ -43,8 +43,8 @@ def migration_conninfo(url: str) -> str:
 
 
 def distribute(url: str) -> None:
-    """Run ``clinicdb.citus_distribute()``, then ``clinicdb.citus_audit_profile()`` and ``clinicdb.citus_harden()``,
-    on the coordinator at ``url`` (a superuser URL)."""
+    """Run ``clinicdb.citus_distribute()``, then ``citus_audit_profile()``, ``citus_harden()`` and
+    ``citus_protect_logs()``, on the coordinator at ``url`` (a superuser URL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")
@@ -57,6 +57,10 @@ def distribute(url: str) -> None:
         found = conn.execute("select to_regprocedure('clinicdb.citus_harden(boolean)') is not null").fetchone()
         if found and found[0]:
             conn.execute("call clinicdb.citus_harden()")
+        # No node logs a failing statement's text, no worker a bound parameter (migration 0041).
+        found = conn.execute("select to_regprocedure('clinicdb.citus_protect_logs(boolean)') is not null").fetchone()
+        if found and found[0]:
+            conn.execute("call clinicdb.citus_protect_logs()")
 
 
 def detect(url: str) -> bool:
