@@ -30,7 +30,7 @@ from psycopg import pq
 from psycopg.rows import AsyncRowFactory
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from clinicdb import _bulk, _login, _retry, _wire
+from clinicdb import _bulk, _login, _retry, _wire, citus
 from clinicdb._config import Options, resolve_options
 from clinicdb._routing import CAUSAL, NO_REPLICAS, Router
 from clinicdb._scope import Scope, clinic_id_arg, resolve
@@ -50,7 +50,6 @@ _INTRANS = pq.TransactionStatus.INTRANS
 _INERROR = pq.TransactionStatus.INERROR
 PRIMARY, REPLICA = "primary", "replica"
 _PROMOTED_UNDER_STANDBY_URL = "the server this standby URL reached was promoted; reconnecting to find the standby"
-_CITUS_SQL = "select exists (select 1 from pg_extension where extname = 'citus')"
 _SETTLE = (
     "select exists (select 1 from clinicdb.audit_log where clinic_id = %s and request_id = %s"
     " and action in ('insert', 'update', 'delete')"
@@ -314,7 +313,7 @@ class AsyncClinicDB:
             await conn.rollback()
             raise
         if self.options.citus is None and not self._citus:
-            cur = await conn.execute(_CITUS_SQL)
+            cur = await conn.execute(citus.INSTALLED_SQL)
             found = await cur.fetchone()
             if found and found[0]:
                 # Sticky: a set_config-only opening would see no row on the workers (it fails closed, never open).

@@ -24,6 +24,12 @@ from psycopg import conninfo, sql
 
 # Set per transaction, before the clinic: makes the SET LOCAL below reach every worker the transaction uses.
 PROPAGATE = "set local citus.propagate_set_commands = 'local'"
+# One row, one boolean: does the connected database have the citus extension (the sync and async drivers ask it).
+INSTALLED_SQL = "select exists (select 1 from pg_extension where extname = 'citus')"
+# What distribute() calls after citus_distribute(), in order, each once its migration exists:
+# sealing and verification over the distributed trail (0031); Citus's internal functions and reference-table
+# writes closed to the application roles (0040); no node logging a failing statement or a bound parameter (0041).
+_PROFILE_STEPS = ("citus_audit_profile", "citus_harden", "citus_protect_logs")
 
 
 class CitusError(RuntimeError):
@@ -32,7 +38,7 @@ class CitusError(RuntimeError):
 
 def is_citus(conn: psycopg.Connection[Any]) -> bool:
     """True when the connected database has the citus extension."""
-    row = conn.execute("select exists (select 1 from pg_extension where extname = 'citus')").fetchone()
+    row = conn.execute(INSTALLED_SQL).fetchone()
     return bool(row and row[0])
 
 
@@ -49,18 +55,10 @@ def distribute(url: str) -> None:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")
         conn.execute("call clinicdb.citus_distribute()")
-        # Sealing and verification read the distributed trail (migration 0031; absent before it).
-        found = conn.execute("select to_regprocedure('clinicdb.citus_audit_profile(boolean)') is not null").fetchone()
-        if found and found[0]:
-            conn.execute("call clinicdb.citus_audit_profile()")
-        # Citus's internal functions and reference-table writes closed to the application roles (migration 0040).
-        found = conn.execute("select to_regprocedure('clinicdb.citus_harden(boolean)') is not null").fetchone()
-        if found and found[0]:
-            conn.execute("call clinicdb.citus_harden()")
-        # No node logs a failing statement's text, no worker a bound parameter (migration 0041).
-        found = conn.execute("select to_regprocedure('clinicdb.citus_protect_logs(boolean)') is not null").fetchone()
-        if found and found[0]:
-            conn.execute("call clinicdb.citus_protect_logs()")
+        for step in _PROFILE_STEPS:
+            found = conn.execute("select to_regprocedure(%s) is not null", (f"clinicdb.{step}(boolean)",)).fetchone()
+            if found and found[0]:
+                conn.execute(sql.SQL("call clinicdb.{}()").format(sql.Identifier(step)))
 
 
 def detect(url: str) -> bool:
@@ -123,6 +121,7 @@ def clinic_context_statements(
 
 
 __all__ = [
+    "INSTALLED_SQL",
     "PROPAGATE",
     "CitusError",
     "clinic_context_statements",
