@@ -137,7 +137,8 @@ def explain(conn: psycopg.Connection[Any], statement: str) -> Routed:
     """
     require_citus(conn)
     with conn.transaction(force_rollback=True):
-        row = conn.execute(f"explain (format json) {statement}").fetchone()
+        # Prepared, so the server takes exactly one statement: a '; commit; ...' after it is refused, never run.
+        row = conn.execute(f"explain (format json) {statement}", prepare=True).fetchone()
     assert row is not None
     plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
     tasks = max(_task_counts(plan), default=0)

@@ -117,6 +117,16 @@ def test_explain_never_runs_the_statement(citus: CitusSet, admin: psycopg.Connec
     assert admin.execute("select count(*) from clinicdb.clinics").fetchone() == before
 
 
+def test_explain_never_runs_a_second_statement_smuggled_after_the_first(
+    citus: CitusSet, admin: psycopg.Connection[Any]
+) -> None:
+    """A ';' and a COMMIT after the planned statement cannot end the rolled-back transaction and run what follows."""
+    table = f"fanout_smuggled_{uuid.uuid4().hex[:8]}"
+    done = _fanout("--database-url", citus.admin_url, "--sql", f"select 1; commit; create table public.{table} (i int)")
+    assert done.returncode != 0
+    assert admin.execute("select to_regclass(%s)", (f"public.{table}",)).fetchone() == (None,)
+
+
 def test_not_a_citus_database_is_one_line(citus: CitusSet, admin: psycopg.Connection[Any]) -> None:
     """On a database without the citus extension the report refuses in one line saying so."""
     name = f"plain_{uuid.uuid4().hex[:8]}"
