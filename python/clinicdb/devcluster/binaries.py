@@ -70,6 +70,19 @@ def find_bindir() -> Path:
     raise PostgresNotFound(f"no PostgreSQL server binaries (initdb, pg_ctl) found: {INSTALL_HINT}")
 
 
+def installed_dirs(bindir: Path) -> tuple[Path, Path] | None:
+    """(sharedir, pkglibdir) of the PostgreSQL in ``bindir``, from its ``pg_config``: where an extension's
+    control file and library are installed; None when there is no pg_config to ask."""
+    pg_config = bindir / "pg_config"
+    if not pg_config.is_file():
+        return None
+    out = subprocess.run([str(pg_config), "--sharedir", "--pkglibdir"], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return None
+    sharedir, pkglibdir = (Path(line) for line in out.stdout.split())
+    return sharedir, pkglibdir
+
+
 def server_user() -> str | None:
     """The OS user to run servers as: None when we are not root (run as ourselves)."""
     if os.geteuid() != 0:

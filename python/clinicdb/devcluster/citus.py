@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import psycopg
 
 from clinicdb import citus
 from clinicdb._url import replace_url
-from clinicdb.devcluster.binaries import PostgresNotFound, chown_for_server, find_bindir
+from clinicdb.devcluster.binaries import PostgresNotFound, chown_for_server, find_bindir, installed_dirs
 from clinicdb.devcluster.bootstrap import APP_LOGIN, ensure_logins
 from clinicdb.devcluster.cluster import LocalCluster
 from clinicdb.devcluster.testing import TEST_SETTINGS
@@ -36,13 +35,10 @@ def citus_installed() -> bool:
         bindir = find_bindir()
     except PostgresNotFound:
         return False
-    pg_config = bindir / "pg_config"
-    if not pg_config.is_file():
+    dirs = installed_dirs(bindir)
+    if dirs is None:
         return False
-    out = subprocess.run([str(pg_config), "--sharedir", "--pkglibdir"], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        return False
-    sharedir, pkglibdir = (Path(line) for line in out.stdout.split())
+    sharedir, pkglibdir = dirs
     return (sharedir / "extension" / "citus.control").is_file() and (pkglibdir / "citus.so").is_file()
 
 

@@ -35,6 +35,7 @@ from clinicdb._url import replace_url
 from clinicdb.devcluster.binaries import (
     check_reachable,
     chown_for_server,
+    installed_dirs,
     reap,
     run_as_server,
     spawn_as_server,
@@ -137,9 +138,9 @@ def find_ha_bindir() -> Path:
     candidates = [Path(configured)] if configured else []
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name, reverse=True)
     for bindir in candidates:
-        major = bindir.parent.name
-        control = Path("/usr/share/postgresql") / major / "extension" / "pgautofailover.control"
-        if (bindir / "pg_ctl").is_file() and control.is_file():
+        dirs = installed_dirs(bindir)
+        control = dirs[0] / "extension" / "pgautofailover.control" if dirs else None
+        if (bindir / "pg_ctl").is_file() and control is not None and control.is_file():
             if missing:
                 break
             return bindir
