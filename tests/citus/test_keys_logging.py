@@ -2,10 +2,10 @@
 
 The nodes run with ``log_statement = all``, ``log_min_error_statement = error``
 and ``log_parameter_max_length(_on_error) = -1`` in ``postgresql.conf``
-(conftest); the database's settings (0005, 0041) turn the last two off. Encryption on
-Citus fails closed (docs/citus.md): these are the key paths that exist there,
-run through the driver and the library, each asserted on the whole log of
-every node afterwards.
+(conftest); the database's settings (0005, 0041) turn the last two off. Each key path
+that exists there (the keys made, loaded and put in force; values sealed and
+opened on the coordinator; the refused trigger write) runs through the driver
+and the library, asserted on the whole log of every node afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from clinicdb import ClinicDB, encryption
 from clinicdb.devcluster.citus import CitusSet
 from clinicdb.keys import set_master_key
+from clinicdb.sealing import open_column, seal_row
 
 SSN = "123-45-6789"
 
@@ -99,3 +100,39 @@ def test_no_key_material_in_any_node_log(
     for log, text in logged.items():
         leaked = [s[:6] + "..." for s in secrets if s in text]
         assert not leaked, f"{log}: key material in the log ({len(leaked)} values)"
+
+
+def test_a_sealed_round_trip_leaves_no_key_and_no_plaintext_in_any_node_log(
+    citus: CitusSet, clinic_pair: tuple[uuid.UUID, uuid.UUID], master_key: str
+) -> None:
+    """Values sealed and opened on the coordinator (the Citus write and read path): with every statement logged
+    on every node, no node's log holds the master key, the keyring, a data key or the plaintext itself; the
+    workers' logs show the writes, with ciphertext in them."""
+    a, _ = clinic_pair
+    plaintext = "SEALED-" + uuid.uuid4().hex
+    encryption.ensure_key(citus.admin_url, a, master_key)
+    keyring = encryption.KeyringCache(master_key)
+    offsets = _offsets(citus)
+    row_id = uuid.uuid4()
+    with ClinicDB(citus.app_url, [], min_size=1, max_size=1, keyring=keyring) as db:
+        with db.write(a) as cur:
+            sealed = seal_row(cur, "public.patients", row_id, {"ssn": plaintext})
+            cur.execute(
+                "insert into patients (id, clinic_id, mrn, given_name, family_name, ssn_ciphertext, ssn_blind_index)"
+                " values (%s, %s, 'KL-3', 'Ann', 'Lee', %s, %s)",
+                (row_id, a, sealed["ssn_ciphertext"], sealed["ssn_blind_index"]),
+            )
+        with db.read(a) as cur:
+            rows = cur.execute(
+                "select id, ssn_ciphertext from patients where clinic_id = %s and ssn_blind_index = any(%s)",
+                (a, db.blind_index(a, "public.patients", "ssn", plaintext)),
+            ).fetchall()
+            assert open_column(cur, "public.patients", "ssn", rows) == [plaintext]
+    logged = _logged_since(offsets)
+    assert "clinicdb.seal_values" in logged[citus.log_files()[0]], "the coordinator did not log the sealing"
+    assert any("insert into" in text.lower() for log, text in logged.items() if log != citus.log_files()[0]), (
+        "no worker logged the shard's insert"
+    )
+    for log, text in logged.items():
+        leaked = [s[:6] + "..." for s in [*_key_material(master_key, keyring.keyring(a)), plaintext] if s in text]
+        assert not leaked, f"{log}: key material or plaintext in the log ({len(leaked)} values)"
