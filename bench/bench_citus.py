@@ -8,7 +8,17 @@ clinic: a point read by id and the clinic's 50 newest patients.
    prunes to the clinic's shard) divided by the same query in a bare
    ``psycopg_pool`` transaction by the superuser (no RLS, nothing set) on the
    same coordinator: target >= 0.90.
-2. Printed beside it, no target: the policy-only form (``db.read`` without
+2. The floor, measured beside it: psycopg alone doing the same work as the
+   driver with the least client code (the app login, so RLS on the shard;
+   ``BEGIN`` and the clinic in the form that reaches the workers as one
+   simple-query string, then the same query, then ``COMMIT``: three round
+   trips, as the bare transaction and the driver make), against the same
+   baseline, and ``db.read``
+   against that floor. The first says what the design costs the server
+   (RLS plus Citus propagating the clinic to the worker), the second what
+   the driver's own code adds. If the floor misses 0.90 too, the target is
+   out of reach for any driver that keeps the clinic in the database.
+3. Printed beside them, no target: the policy-only form (``db.read`` without
    the filter: RLS keeps it to the clinic, but Citus cannot prune and asks
    every shard) against the same baseline, and both reads on the single
    node of the other benchmarks (``db.read`` / bare superuser transaction).
@@ -26,10 +36,12 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from bench.harness import PairedRatio, Ratio, paired, throughput
 from clinicdb import ClinicDB
+from clinicdb.citus import clinic_context_statements
 from clinicdb.devcluster.citus import citus_installed, throwaway_citus
 from clinicdb.devcluster.testing import ServerSet
 
@@ -62,8 +74,33 @@ def _seed(admin_url: str) -> tuple[uuid.UUID, list[uuid.UUID]]:
     return clinics[0], ids
 
 
-def _forms(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list[uuid.UUID]) -> dict[str, Op]:
+def _forms(
+    db: ClinicDB, bare: ConnectionPool[Any], floor: ConnectionPool[Any], clinic: uuid.UUID, ids: list[uuid.UUID]
+) -> dict[str, Op]:
     state = {"i": 0}
+    with floor.connection() as conn:  # BEGIN and the clinic as one simple query: one round trip, no parameters
+        opening = (
+            sql.SQL("; ")
+            .join(
+                [
+                    sql.SQL("begin"),
+                    *(
+                        clinic_context_statements(clinic, user_id="bench")
+                        if _is_citus(conn)
+                        else [sql.SQL("select set_config('app.clinic_id', {}, true)").format(str(clinic))]
+                    ),
+                ]
+            )
+            .as_string(conn)
+        )
+
+    def floor_read(query: str, params: tuple[Any, ...], many: bool) -> object:
+        with floor.connection() as conn:  # an autocommit pool: the transaction is the statements' own
+            conn.execute(opening)
+            cur = conn.execute(query, params)
+            rows = cur.fetchall() if many else cur.fetchone()
+            conn.execute("commit")
+            return rows
 
     def next_id() -> uuid.UUID:
         state["i"] += 1
@@ -85,6 +122,12 @@ def _forms(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list
         with db.read(clinic, user_id="bench") as cur:
             return cur.execute(NEWEST, (clinic,)).fetchall()
 
+    def floor_point() -> object:
+        return floor_read(POINT, (clinic, next_id()), False)
+
+    def floor_newest() -> object:
+        return floor_read(NEWEST, (clinic,), True)
+
     def policy_point() -> object:
         with db.read(clinic, user_id="bench") as cur:
             return cur.execute(POINT_POLICY, (next_id(),)).fetchone()
@@ -98,6 +141,8 @@ def _forms(db: ClinicDB, bare: ConnectionPool[Any], clinic: uuid.UUID, ids: list
         "bare newest": bare_newest,
         "driver point": driver_point,
         "driver newest": driver_newest,
+        "floor point": floor_point,
+        "floor newest": floor_newest,
         "policy point": policy_point,
         "policy newest": policy_newest,
     }
@@ -120,12 +165,16 @@ def _measure(app_url: str, admin_url: str, where: str, *, policy: bool, target: 
     with (
         ClinicDB(app_url, [], min_size=1, max_size=1) as db,
         ConnectionPool(admin_url, min_size=1, max_size=1, open=True) as bare,
+        ConnectionPool(app_url, min_size=1, max_size=1, open=True, kwargs={"autocommit": True}) as floor,
     ):
         bare.wait()
-        forms = _forms(db, bare, clinic, ids)
-        for op in forms.values():  # warm: psycopg prepares each statement after 5 runs
+        floor.wait()
+        forms = _forms(db, bare, floor, clinic, ids)
+        for name, op in forms.items():  # warm: psycopg prepares each statement after 5 runs
             for _ in range(6):
-                op()
+                found = op()
+            if not found:  # every form must read the clinic's rows, or the ratio compares nothing
+                raise AssertionError(f"{where}: {name} read no row")
         ratios: list[Ratio] = []
         for read in ("point", "newest"):
             label = "point read" if read == "point" else "50 newest"
@@ -135,6 +184,23 @@ def _measure(app_url: str, admin_url: str, where: str, *, policy: bool, target: 
                     forms[f"bare {read}"],
                     forms[f"driver {read}"],
                     target,
+                )
+            )
+            ratios.append(
+                _ratio(
+                    f"{where}: floor {label}: psycopg alone, same work (app login, begin + clinic in one"
+                    " simple query) / superuser (no RLS)",
+                    forms[f"bare {read}"],
+                    forms[f"floor {read}"],
+                    None,
+                )
+            )
+            ratios.append(
+                _ratio(
+                    f"{where}: db.read {label} / the floor (what the driver's own code costs)",
+                    forms[f"floor {read}"],
+                    forms[f"driver {read}"],
+                    None,
                 )
             )
             if policy:
@@ -147,6 +213,11 @@ def _measure(app_url: str, admin_url: str, where: str, *, policy: bool, target: 
                     )
                 )
     return ratios
+
+
+def _is_citus(conn: psycopg.Connection[Any]) -> bool:
+    found = conn.execute("select exists (select 1 from pg_extension where extname = 'citus')").fetchone()
+    return bool(found and found[0])
 
 
 def run(servers: ServerSet) -> list[Ratio]:
