@@ -31,7 +31,11 @@ def check(database_url: str | None, schemas: tuple[str, ...], as_json: bool) -> 
     unchanged, clinic_id not null, no widening policy, view or materialized
     view, no TRUNCATE/REFERENCES grants, no application role bypassing RLS.
     Then clinicdb.audit_findings() (once the audit migration is applied):
-    audit triggers missing or disabled, capture functions out of date.
+    audit triggers missing or disabled, capture functions out of date. On a
+    Citus coordinator, clinicdb.citus_findings() too, asked of every node:
+    Citus's internal functions open to PUBLIC, logging settings that keep
+    PHI and keys out of the logs missing, write rights on the layer's
+    reference tables, temporary `clinicdb psql` logins left behind.
 
     Example:
 
@@ -54,6 +58,9 @@ def check(database_url: str | None, schemas: tuple[str, ...], as_json: bool) -> 
         audited = conn.execute("select to_regprocedure('clinicdb.audit_findings()') is not null").fetchone()
         if audited and audited[0]:
             rows += conn.execute("select table_name, finding from clinicdb.audit_findings()").fetchall()
+        on_citus = conn.execute("select to_regprocedure('clinicdb.citus_findings()') is not null").fetchone()
+        if on_citus and on_citus[0]:
+            rows += conn.execute("select object, finding from clinicdb.citus_findings()").fetchall()
         protected = conn.execute("select count(*) from clinicdb.protected_tables").fetchone()
     if rows:
         print_rows(["object", "finding"], rows, as_json)
