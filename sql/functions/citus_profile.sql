@@ -14,8 +14,9 @@
 --     keep reading the one definition.
 --   * current_clinic_id() and require_clinic_id() call plpgsql versions of
 --     themselves (below: Citus evaluates every branch of a SQL body).
---   * Staff are matched by role name only: role OIDs differ per node, and
---     Citus propagates CREATE/DROP ROLE by name.
+--   * Staff are matched by role name and the grant marked on the role
+--     (_citus_staff_clinic_id(), sql/functions/citus_staff.sql): role OIDs
+--     differ per node, and Citus propagates CREATE/DROP ROLE by name.
 --   * Every layer table becomes a reference table (a copy on every node, so
 --     the policies and triggers on a worker read the same staff mappings,
 --     clinics and settings); the audit trail and every protected tenant
@@ -27,34 +28,6 @@
 --   * clinicdb_owner becomes LOGIN (Citus connects to workers as it).
 --   * Composite types are created on the workers (Citus does not carry
 --     them as dependencies of the layer's functions).
-create or replace function clinicdb._citus_staff_clinic_id()
-returns uuid
-language plpgsql
-stable
-parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-    -- Citus evaluates every function call of a distributed query on the
-    -- coordinator, the branches current_clinic_id() does not take included:
-    -- for anyone not staff this answers NULL instead of reading a table
-    -- they may not read.
-    if not pg_has_role(current_user, 'clinicdb_staff', 'MEMBER') then
-        return null;
-    end if;
-    -- As _staff_clinic_id(), keyed by role name (the same on every node).
-    return (select case
-                       when count(*) = 1 then (array_agg(sm.clinic_id))[1]
-                       else (array_agg(sm.clinic_id)
-                               filter (where sm.clinic_id::text = current_setting('app.clinic_id', true)))[1]
-                   end
-              from clinicdb.staff_members sm
-             where sm.role_name = current_user);
-end
-$$;
-comment on function clinicdb._citus_staff_clinic_id() is
-    'clinicdb: on Citus, the clinic a staff login is mapped to, by role name (OIDs differ per node).';
-revoke execute on function clinicdb._citus_staff_clinic_id() from public;
 
 -- current_clinic_id() and require_clinic_id() for Citus: the same answers,
 -- in plpgsql. Citus evaluates each function call in a distributed query on

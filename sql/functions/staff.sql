@@ -16,7 +16,11 @@
 --
 -- Mappings are keyed by role name. A role dropped without revoke_staff leaves
 -- its mapping behind; grant_staff removes such stale mappings before mapping
--- a new role of that name, and check_isolation() reports them meanwhile.
+-- a new role of that name, and check_isolation() reports them meanwhile. A
+-- new role of the old name never matches them: on a single node the oid
+-- recorded here differs; on Citus it lacks the old login's marker
+-- (sql/functions/citus_staff.sql), which only a superuser can write, so
+-- there granting and revoking staff needs a superuser.
 create or replace function clinicdb.grant_staff(p_role name, p_clinic uuid)
 returns void
 language plpgsql
@@ -83,6 +87,9 @@ begin
     insert into clinicdb.staff_members (role_name, role_oid, clinic_id)
     values (p_role, (select oid from pg_roles where rolname = p_role), p_clinic)
     on conflict (role_name, clinic_id) do update set role_oid = excluded.role_oid;
+    -- On Citus the oid above means nothing on the workers: the login carries
+    -- the grant as a marker only a superuser can write (citus_staff.sql).
+    perform clinicdb._citus_mark_staff(p_role, true);
 end
 $$;
 comment on function clinicdb.grant_staff(name, uuid) is
@@ -105,6 +112,9 @@ begin
        and exists (select 1 from pg_roles where rolname = p_role)
        and pg_has_role(p_role, 'clinicdb_staff', 'MEMBER') then
         execute format('revoke clinicdb_staff from %I', p_role);
+    end if;
+    if not exists (select 1 from clinicdb.staff_members where role_name = p_role) then
+        perform clinicdb._citus_mark_staff(p_role, false);
     end if;
     return v_removed;
 end

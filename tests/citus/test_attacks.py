@@ -17,6 +17,7 @@ from citus_helpers import scoped
 from psycopg import sql
 
 from clinicdb._url import replace_url
+from clinicdb.citus import distribute
 from clinicdb.devcluster.bootstrap import APP_LOGIN
 from clinicdb.devcluster.citus import CitusSet
 
@@ -257,27 +258,145 @@ def test_staff_cannot_widen_its_clinic_with_citus_settings(
         assert {r[0] for r in conn.execute("select clinic_id from patients").fetchall()} == {a}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on Citus staff are matched by role name only (OIDs differ per node): a dropped staff login recreated "
-    "under the same name inherits its mapping (docs/security-review.md, Citus C3)",
-)
+def _clinics_on_every_node(citus: CitusSet, login: str) -> list[uuid.UUID | None]:
+    """``current_clinic_id()`` for ``login`` on the coordinator and on each worker, connected to each directly."""
+    found = []
+    for url in [citus.admin_url, *citus.worker_admin_urls]:
+        with psycopg.connect(replace_url(url, user=login)) as conn:
+            row = conn.execute("select clinicdb.current_clinic_id()").fetchone()
+            found.append(row[0] if row else None)
+    return found
+
+
+def _markers_on_every_node(citus: CitusSet, login: str) -> list[list[str]]:
+    """The ``clinicdb.staff_grant`` settings ``login`` carries in this database, on each node."""
+    found = []
+    for url in [citus.admin_url, *citus.worker_admin_urls]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                """select c.item from pg_db_role_setting s
+                     join pg_database d on d.oid = s.setdatabase and d.datname = current_database(),
+                          unnest(s.setconfig) c(item)
+                    where s.setrole = %s::regrole and c.item like 'clinicdb.staff!_grant=%%' escape '!'""",
+                (login,),
+            ).fetchall()
+            found.append([r[0] for r in rows])
+    return found
+
+
+def _recreate(admin: psycopg.Connection[Any], login: str) -> None:
+    """Drop ``login`` without revoke_staff and create a new login of that name in clinicdb_staff, by hand."""
+    admin.execute(sql.SQL("drop role {}").format(sql.Identifier(login)))
+    admin.execute(sql.SQL("create role {} login in role clinicdb_staff").format(sql.Identifier(login)))
+
+
 def test_a_recreated_login_does_not_inherit_a_dropped_staff_mapping(
     citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID]
 ) -> None:
     """A staff login dropped without revoke_staff and recreated by hand under the same name (a new person) sees
-    nothing of the old login's clinic, as on a single node."""
+    nothing of the old login's clinic, through the coordinator or connected to any worker, as on a single node."""
     _, b = clinic_pair
     _add_patient(citus, b, "B-old")
     login = _staff_login(admin, b)
-    admin.execute(sql.SQL("drop role {}").format(sql.Identifier(login)))
-    admin.execute(sql.SQL("create role {} login in role clinicdb_staff").format(sql.Identifier(login)))
+    _recreate(admin, login)
     try:
         with scoped(citus.login_url(login), None) as conn:
             assert conn.execute("select count(*) from patients").fetchone() == (0,)
+        assert _clinics_on_every_node(citus, login) == [None, None, None]
     finally:
         # The stale mapping would make `clinicdb check` (test_check.py) fail for the rest of the run.
         admin.execute("select clinicdb.revoke_staff(%s)", (login,))
+
+
+@pytest.mark.parametrize("node", ["coordinator", "worker"])
+def test_a_recreated_login_cannot_mark_itself_with_the_dropped_logins_grant(
+    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID], node: str
+) -> None:
+    """The recreated login reads the stale mapping's oid (its own name's row) and tries to put the marker
+    grant_staff would have written on itself, on the coordinator or on a worker: refused, and it still sees no
+    clinic anywhere."""
+    _, b = clinic_pair
+    login = _staff_login(admin, b)
+    _recreate(admin, login)
+    url = citus.login_url(login) if node == "coordinator" else replace_url(citus.worker_admin_urls[0], user=login)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("select role_oid from clinicdb.staff_members").fetchone()
+            assert row is not None, "the login reads its name's stale row"
+            for statement in (
+                "alter role current_user in database {db} set clinicdb.staff_grant = {oid}",
+                "alter role current_user set clinicdb.staff_grant = {oid}",
+            ):
+                query = sql.SQL(statement).format(db=sql.Identifier(conn.info.dbname), oid=sql.Literal(str(row[0])))
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(query)
+            conn.execute(sql.SQL("set clinicdb.staff_grant = {}").format(sql.Literal(str(row[0]))))
+            assert conn.execute("select clinicdb.current_clinic_id()").fetchone() == (None,)
+        assert _markers_on_every_node(citus, login) == [[], [], []]
+        assert _clinics_on_every_node(citus, login) == [None, None, None]
+    finally:
+        admin.execute("select clinicdb.revoke_staff(%s)", (login,))
+
+
+def test_grant_staff_marks_the_login_on_every_node_and_revoke_staff_unmarks_it(
+    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """grant_staff puts the login's marker (its grant's role oid) on every node and the login acts for its
+    clinic everywhere; revoking one of two clinics keeps it, revoking the last removes it from every node."""
+    a, b = clinic_pair
+    login = _staff_login(admin, a)
+    admin.execute("select clinicdb.grant_staff(%s, %s)", (login, b))
+    row = admin.execute("select %s::regrole::oid", (login,)).fetchone()
+    assert row is not None
+    marker = [f"clinicdb.staff_grant={row[0]}"]
+    assert _markers_on_every_node(citus, login) == [marker, marker, marker]
+    admin.execute("select clinicdb.revoke_staff(%s, %s)", (login, b))
+    assert _markers_on_every_node(citus, login) == [marker, marker, marker]
+    assert _clinics_on_every_node(citus, login) == [a, a, a]
+    admin.execute("select clinicdb.revoke_staff(%s)", (login,))
+    assert _markers_on_every_node(citus, login) == [[], [], []]
+
+
+# _citus_staff_clinic_id() as migration 0030 left it on a worker: staff by role name alone.
+_NAME_ONLY_STAFF_CLINIC = """
+create or replace function clinicdb._citus_staff_clinic_id() returns uuid language plpgsql stable parallel safe
+set search_path = pg_catalog, pg_temp set citus.allow_nested_distributed_execution = on as $$
+begin
+    if not pg_has_role(current_user, 'clinicdb_staff', 'MEMBER') then
+        return null;
+    end if;
+    return (select min(sm.clinic_id::text)::uuid from clinicdb.staff_members sm where sm.role_name = current_user);
+end
+$$"""
+
+
+def test_migrate_marks_mappings_granted_before_the_marker_but_not_stale_ones(
+    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """A cluster upgraded from before migration 0044 (a mapping with no marker, a recreated login, a worker still
+    matching staff by name): the profile `clinicdb migrate` runs marks the login whose mapping is its own and
+    updates every node, so the first keeps its clinic and the recreated login loses the dropped one's."""
+    a, b = clinic_pair
+    kept, recreated = _staff_login(admin, a), _staff_login(admin, b)
+    _recreate(admin, recreated)
+    admin.execute(
+        sql.SQL("alter role {} in database {} reset clinicdb.staff_grant").format(
+            sql.Identifier(kept), sql.Identifier(admin.info.dbname)
+        )
+    )
+    try:
+        with psycopg.connect(citus.worker_admin_urls[0], autocommit=True) as worker:
+            worker.execute("set citus.enable_ddl_propagation = off")
+            worker.execute(_NAME_ONLY_STAFF_CLINIC)
+        assert _clinics_on_every_node(citus, recreated)[1] == b, "the worker matches by name, as before 0044"
+        assert _clinics_on_every_node(citus, kept) == [None, a, None], "unmarked, as before 0044"
+        distribute(citus.admin_url)
+        assert _clinics_on_every_node(citus, kept) == [a, a, a]
+        assert _clinics_on_every_node(citus, recreated) == [None, None, None]
+    finally:
+        admin.execute("call clinicdb.citus_mark_staff()")
+        for login in (kept, recreated):
+            admin.execute("select clinicdb.revoke_staff(%s)", (login,))
 
 
 def test_app_writes_made_directly_on_a_worker_shard_are_audited(
