@@ -30,7 +30,14 @@ INSTALLED_SQL = "select exists (select 1 from pg_extension where extname = 'citu
 # sealing and verification over the distributed trail (0031); Citus's internal functions and reference-table
 # writes closed to the application roles (0040); no node logging a failing statement or a bound parameter (0041);
 # every staff login whose mapping is its own marked on every node, mappings granted before 0044 included (0044).
-_PROFILE_STEPS = ("citus_audit_profile", "citus_harden", "citus_protect_logs", "citus_mark_staff")
+# citus_sync_functions last: it sends the workers every function the steps before it replaced.
+_PROFILE_STEPS = (
+    "citus_audit_profile",
+    "citus_harden",
+    "citus_protect_logs",
+    "citus_mark_staff",
+    "citus_sync_functions",
+)
 
 
 class CitusError(RuntimeError):
@@ -51,7 +58,8 @@ def migration_conninfo(url: str) -> str:
 
 def distribute(url: str) -> None:
     """Run ``clinicdb.citus_distribute()``, then ``citus_audit_profile()``, ``citus_harden()``,
-    ``citus_protect_logs()`` and ``citus_mark_staff()``, on the coordinator at ``url`` (a superuser URL)."""
+    ``citus_protect_logs()``, ``citus_mark_staff()`` and ``citus_sync_functions()``, on the coordinator at ``url``
+    (a superuser URL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")
@@ -60,6 +68,24 @@ def distribute(url: str) -> None:
             found = conn.execute("select to_regprocedure(%s) is not null", (f"clinicdb.{step}(boolean)",)).fetchone()
             if found and found[0]:
                 conn.execute(sql.SQL("call clinicdb.{}()").format(sql.Identifier(step)))
+        _require_functions_in_sync(conn)
+
+
+def _require_functions_in_sync(conn: psycopg.Connection[Any]) -> None:
+    """Raise when a worker still holds another version of a layer function after the profile ran (asked after
+    the steps committed: the workers apply the definitions at commit)."""
+    found = conn.execute("select to_regprocedure('clinicdb._citus_function_drift()') is not null").fetchone()
+    if not (found and found[0]):
+        return
+    left = conn.execute(
+        "select format('%s on %s (%s)', function_name, node, problem) from clinicdb._citus_function_drift()"
+    )
+    drift = [r[0] for r in left.fetchall()]
+    if drift:
+        raise CitusError(
+            f"the layer's functions still differ on the workers: {', '.join(drift)}; check that every worker is"
+            " reachable and runs the same PostgreSQL and Citus versions, then run clinicdb migrate again"
+        )
 
 
 def detect(url: str) -> bool:

@@ -65,6 +65,17 @@ begin
         end loop;
     end loop;
 
+    -- Layer functions a worker holds in another version, or lacks (a
+    -- migration replaced them on the coordinator only): the shards would
+    -- enforce the old rule. Only once citus_sync_functions exists (0045).
+    if to_regprocedure('clinicdb._citus_function_drift()') is not null then
+        return query execute $q$
+            select d.node, format('%s %s from the coordinator''s: run clinicdb migrate again '
+                                  '(call clinicdb.citus_sync_functions())', d.function_name,
+                                  case d.problem when 'missing' then 'is missing, unlike' else 'differs' end)
+              from clinicdb._citus_function_drift() d$q$;
+    end if;
+
     -- Write rights on the layer's reference tables (citus_harden).
     return query
         select t.logicalrelid::text,

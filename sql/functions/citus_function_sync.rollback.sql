@@ -1,0 +1,6 @@
+-- Undo citus_function_sync.sql. The definitions it sent stay on the
+-- workers: they are the coordinator's, which this rollback does not change.
+-- citus_findings() keeps this version, which skips the drift check once
+-- _citus_function_drift() is gone (it asks for it by name first).
+drop procedure if exists clinicdb.citus_sync_functions(boolean);
+drop function if exists clinicdb._citus_function_drift();
