@@ -28,8 +28,9 @@ PROPAGATE = "set local citus.propagate_set_commands = 'local'"
 INSTALLED_SQL = "select exists (select 1 from pg_extension where extname = 'citus')"
 # What distribute() calls after citus_distribute(), in order, each once its migration exists:
 # sealing and verification over the distributed trail (0031); Citus's internal functions and reference-table
-# writes closed to the application roles (0040); no node logging a failing statement or a bound parameter (0041).
-_PROFILE_STEPS = ("citus_audit_profile", "citus_harden", "citus_protect_logs")
+# writes closed to the application roles (0040); no node logging a failing statement or a bound parameter (0041);
+# the audit rows without a clinic (truncate, prune) in a reference table sealed in the no-clinic chain (0043).
+_PROFILE_STEPS = ("citus_audit_profile", "citus_harden", "citus_protect_logs", "citus_unscoped_audit")
 
 
 class CitusError(RuntimeError):
@@ -49,8 +50,8 @@ def migration_conninfo(url: str) -> str:
 
 
 def distribute(url: str) -> None:
-    """Run ``clinicdb.citus_distribute()``, then ``citus_audit_profile()``, ``citus_harden()`` and
-    ``citus_protect_logs()``, on the coordinator at ``url`` (a superuser URL)."""
+    """Run ``clinicdb.citus_distribute()``, then ``citus_audit_profile()``, ``citus_harden()``,
+    ``citus_protect_logs()`` and ``citus_unscoped_audit()``, on the coordinator at ``url`` (a superuser URL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")
