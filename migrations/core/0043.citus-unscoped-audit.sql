@@ -34,8 +34,9 @@ set local role clinicdb_owner;
 --   * Append-only like the trail: no role the layer creates may insert,
 --     update, delete or truncate it (the capture functions insert as the
 --     owner); the owner is stopped by the same guard, clinicdb.audit_log_guard(),
---     outside prune_audit(). Reads: the same policy as the trail, so only
---     clinicdb_auditor sees its rows (their clinic_id is NULL).
+--     outside prune_audit(). Row level security forced, with the trail's
+--     policies (the owner's, and the read policy: only clinicdb_auditor sees
+--     its rows, whose clinic_id is NULL), so `clinicdb check` holds.
 --   * Where the TRUNCATE record is written: a TRUNCATE of a distributed table
 --     through the coordinator fires the table's statement-level triggers on
 --     the coordinator's table AND on every shard on the workers (Citus copies
@@ -161,7 +162,9 @@ begin
                 'clinicdb: on Citus, the audit rows without a clinic (truncate, prune), append-only; sealed in the '
                 'no-clinic chain. See docs/citus.md.';
             create index audit_log_unscoped_time_idx on clinicdb.audit_log_unscoped (logged_at);
-            alter table clinicdb.audit_log_unscoped enable row level security;
+            -- As the trail (sql/schema/layer_tables.sql): row level security forced, the owner's policy, and
+            -- the trail's read policy in the form Citus accepts.
+            perform clinicdb._secure_layer_table('clinicdb.audit_log_unscoped', false);
             create policy audit_log_read on clinicdb.audit_log_unscoped for select
                 using (clinic_id = clinicdb.current_clinic_id() or pg_has_role('clinicdb_auditor', 'MEMBER'));
             revoke all on clinicdb.audit_log_unscoped from public;
