@@ -105,6 +105,13 @@ _SELECT_TRAIL = (
     "select id, logged_at, clinic_id, table_name, row_id, action, old_values, new_values, purpose,"
     " app_user, acting_role, session_role, request_id, txid, client_addr, application_name from clinicdb.audit_log"
 )
+# On Citus the rows without a clinic (truncate, prune) are in a table of their own (migration 0043, docs/citus.md).
+_UNSCOPED = "clinicdb.audit_log_unscoped"
+_SELECT_UNSCOPED = (
+    "select id, logged_at, clinic_id, table_name, row_id, action, old_values, new_values, purpose,"
+    " app_user, acting_role, session_role, request_id, txid, client_addr, application_name"
+    " from clinicdb.audit_log_unscoped"
+)
 
 
 @click.group()
@@ -138,14 +145,17 @@ def tail(
 ) -> None:
     """Show the newest audit rows, newest last.
 
+    On Citus the rows without a clinic (truncate, prune records) are listed
+    with the others, unless --clinic is given.
+
     Example:
 
         clinicdb audit tail --clinic 0b9a5f4e-8a47-4c1e-9a57-1d3f0e7c2b11 --user dr-who --limit 50
     """
     if table_name and "." not in table_name:
         table_name = f"public.{table_name}"
-    query = sql.SQL(
-        _SELECT_TRAIL + " where logged_at >= now() - make_interval(days => %(days)s)"
+    newest = (
+        " where logged_at >= now() - make_interval(days => %(days)s)"
         " and (%(clinic)s::uuid is null or clinic_id = %(clinic)s::uuid)"
         " and (%(table)s::text is null or table_name = %(table)s::text)"
         " and (%(user)s::text is null or app_user = %(user)s::text)"
@@ -153,7 +163,11 @@ def tail(
     )
     params = {"days": days, "clinic": clinic_id, "table": table_name, "user": app_user, "limit": limit}
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
-        rows = conn.execute(query, params).fetchall()
+        rows = conn.execute(sql.SQL(_SELECT_TRAIL + newest), params).fetchall()
+        found = conn.execute("select to_regclass(%s) is not null", (_UNSCOPED,)).fetchone()
+        if clinic_id is None and found and found[0]:
+            rows += conn.execute(sql.SQL(_SELECT_UNSCOPED + newest), params).fetchall()
+            rows = sorted(rows, key=lambda r: (r[1], r[0]), reverse=True)[:limit]
         if not rows:
             require_clinic(conn, clinic_id)
             if table_name:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,6 +204,26 @@ def test_no_clinic_rows_are_append_only_and_read_by_the_auditor_only(
             "select action from clinicdb.audit_log_unscoped where table_name = %s", (audited_table,)
         ).fetchall()
     assert rows == [("truncate",)]
+
+
+def test_audit_tail_lists_the_no_clinic_rows(
+    citus: CitusSet,
+    admin: psycopg.Connection[Any],
+    audited_table: str,
+    clinic_pair: tuple[uuid.UUID, uuid.UUID],
+) -> None:
+    """`clinicdb audit tail` on Citus shows a truncate record with the other rows; with --clinic it does not."""
+    _truncate(citus, audited_table, clinic_pair)
+    done = run_clinicdb("audit", "tail", "--table", audited_table, "--json", "--database-url", citus.admin_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [(r["action"], r["clinic_id"], r["app_user"]) for r in json.loads(done.stdout)] == [
+        ("truncate", None, "dba-truncate")
+    ]
+    scoped_tail = run_clinicdb(
+        "audit", "tail", "--clinic", str(clinic_pair[0]), "--json", "--database-url", citus.admin_url
+    )
+    assert scoped_tail.returncode == 0, scoped_tail.stdout + scoped_tail.stderr
+    assert all(r["action"] != "truncate" for r in json.loads(scoped_tail.stdout))
 
 
 def test_prune_drops_a_month_with_its_no_clinic_rows_and_seals_its_record(
