@@ -114,6 +114,12 @@ _SELECT_UNSCOPED = (
 )
 
 
+def _has_unscoped(conn: psycopg.Connection[Any]) -> bool:
+    """True when the database keeps the rows without a clinic apart (Citus, after migration 0043)."""
+    found = conn.execute("select to_regclass(%s) is not null", (_UNSCOPED,)).fetchone()
+    return bool(found and found[0])
+
+
 @click.group()
 def audit() -> None:
     """Read, maintain and verify the audit trail.
@@ -164,8 +170,7 @@ def tail(
     params = {"days": days, "clinic": clinic_id, "table": table_name, "user": app_user, "limit": limit}
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
         rows = conn.execute(sql.SQL(_SELECT_TRAIL + newest), params).fetchall()
-        found = conn.execute("select to_regclass(%s) is not null", (_UNSCOPED,)).fetchone()
-        if clinic_id is None and found and found[0]:
+        if clinic_id is None and _has_unscoped(conn):
             rows += conn.execute(sql.SQL(_SELECT_UNSCOPED + newest), params).fetchall()
             rows = sorted(rows, key=lambda r: (r[1], r[0]), reverse=True)[:limit]
         if not rows:
@@ -356,7 +361,8 @@ def archive(
     By default exports the partitions `clinicdb audit prune` would drop.
     Writes PARTITION.csv.gz, MANIFEST.sha256 (check with `sha256sum -c`) and
     manifest.json (rows, range, checksum). A partition already archived with
-    the same row count is skipped.
+    the same row count is skipped. On Citus each file also holds the month's
+    rows without a clinic, which prune drops with the partition.
 
     Example:
 
@@ -377,18 +383,24 @@ def archive(
                 " from clinicdb.prune_audit(make_interval(days => %s), true)",
                 (days,),
             ).fetchall()
+        unscoped = _has_unscoped(conn)
         with click.progressbar(parts, label="archiving", show_pos=True, file=sys.stderr) as bar:
             for name, start, end in bar:
-                count_row = conn.execute(
-                    sql.SQL("select count(*) from {}").format(sql.Identifier(*name.split(".")))
-                ).fetchone()
+                month: sql.Composable = sql.Identifier(*name.split("."))
+                if unscoped:
+                    # On Citus the month's rows without a clinic are elsewhere, and prune drops them with it.
+                    month = sql.SQL(
+                        "(select * from {} union all select * from clinicdb.audit_log_unscoped u"
+                        " where u.logged_at >= {} and u.logged_at < {}) m"
+                    ).format(month, sql.Literal(start), sql.Literal(end))
+                count_row = conn.execute(sql.SQL("select count(*) from {}").format(month)).fetchone()
                 rows = int(count_row[0]) if count_row else 0
                 if name in entries and entries[name]["rows"] == rows:
                     continue
                 target = directory / f"{name}.csv.gz"
                 tmp = target.with_suffix(".gz.part")
                 copy = sql.SQL("copy (select * from {} order by txid, id) to stdout with (format csv, header)").format(
-                    sql.Identifier(*name.split("."))
+                    month
                 )
                 with gzip.open(tmp, "wb") as out, conn.cursor().copy(copy) as cp:
                     for chunk in cp:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -227,11 +230,12 @@ def test_audit_tail_lists_the_no_clinic_rows(
 
 
 def test_prune_drops_a_month_with_its_no_clinic_rows_and_seals_its_record(
-    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID]
+    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID], tmp_path: Path
 ) -> None:
-    """`clinicdb audit prune` on Citus drops a month past retention (its distributed partition and its no-clinic
-    rows), seals a prune record in each chain that held rows of it, writes its `prune` row without a clinic,
-    which the next seal puts into the no-clinic chain; verify passes throughout."""
+    """`clinicdb audit archive` exports a month past retention with its no-clinic rows, and `clinicdb audit prune
+    --require-archive` then drops it on Citus (its distributed partition and its no-clinic rows), seals a prune
+    record in each chain that held rows of it, writes its `prune` row without a clinic, which the next seal puts
+    into the no-clinic chain; verify passes throughout."""
     a, _ = clinic_pair
     partition = "clinicdb.audit_log_y2001m03"
     admin.execute(
@@ -251,7 +255,16 @@ def test_prune_drops_a_month_with_its_no_clinic_rows_and_seals_its_record(
     )
     _seal(citus)
 
-    done = run_clinicdb("audit", "prune", "--retention-days", "2555", "--database-url", citus.admin_url)
+    archived = run_clinicdb(
+        "audit", "archive", "--to", str(tmp_path), "--retention-days", "2555", "--database-url", citus.admin_url
+    )
+    assert archived.returncode == 0, archived.stdout + archived.stderr
+    with gzip.open(tmp_path / f"{partition}.csv.gz", "rt") as csv_file:
+        assert [r["action"] for r in csv.DictReader(csv_file)] == ["insert", "insert", "truncate"]
+    done = run_clinicdb(
+        "audit", "prune", "--retention-days", "2555", "--require-archive", str(tmp_path),
+        "--database-url", citus.admin_url,
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dropped 1 partition(s), 3 rows" in done.stdout
     assert admin.execute("select to_regclass(%s)", (partition,)).fetchone() == (None,)
