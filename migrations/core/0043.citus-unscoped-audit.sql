@@ -11,7 +11,8 @@ set local role clinicdb_owner;
 -- ---- sql/functions/citus_unscoped_audit.sql ----
 -- clinicdb.citus_unscoped_audit(): on a Citus coordinator, a home for the
 -- audit rows that have no clinic (issue #16). Called by `clinicdb migrate`
--- after clinicdb.citus_audit_profile(), as a superuser; idempotent; changes
+-- after the other Citus profile steps (it needs citus_audit_profile()'s
+-- clinicdb._citus_audit_trail()), as a superuser; idempotent; changes
 -- nothing on a single node unless called there.
 --
 -- Why: clinicdb.audit_log is distributed by clinic_id, and Citus refuses a
@@ -54,7 +55,8 @@ set local role clinicdb_owner;
 --     deletes the month's no-clinic rows with its partition, writes its prune
 --     row here, and sets clinicdb.audit_maintenance with SET LOCAL, which
 --     Citus carries to every node's copy of the seal tables and of this table
---     (set_config() does not reach them, and their guards would refuse).
+--     (set_config() does not reach them, and their guards would refuse); the
+--     mark is emptied again before the next month, as on a single node.
 --
 -- The rewrites of the function bodies are listed once
 -- (clinicdb._citus_unscoped_rewrites()) and undone by p_undo, which refuses
