@@ -105,6 +105,19 @@ _SELECT_TRAIL = (
     "select id, logged_at, clinic_id, table_name, row_id, action, old_values, new_values, purpose,"
     " app_user, acting_role, session_role, request_id, txid, client_addr, application_name from clinicdb.audit_log"
 )
+# On Citus the rows without a clinic (truncate, prune) are in a table of their own (migration 0046, docs/citus.md).
+_UNSCOPED = "clinicdb.audit_log_unscoped"
+_SELECT_UNSCOPED = (
+    "select id, logged_at, clinic_id, table_name, row_id, action, old_values, new_values, purpose,"
+    " app_user, acting_role, session_role, request_id, txid, client_addr, application_name"
+    " from clinicdb.audit_log_unscoped"
+)
+
+
+def _has_unscoped(conn: psycopg.Connection[Any]) -> bool:
+    """True when the database keeps the rows without a clinic apart (Citus, after migration 0046)."""
+    found = conn.execute("select to_regclass(%s) is not null", (_UNSCOPED,)).fetchone()
+    return bool(found and found[0])
 
 
 @click.group()
@@ -138,14 +151,17 @@ def tail(
 ) -> None:
     """Show the newest audit rows, newest last.
 
+    On Citus the rows without a clinic (truncate, prune records) are listed
+    with the others, unless --clinic is given.
+
     Example:
 
         clinicdb audit tail --clinic 0b9a5f4e-8a47-4c1e-9a57-1d3f0e7c2b11 --user dr-who --limit 50
     """
     if table_name and "." not in table_name:
         table_name = f"public.{table_name}"
-    query = sql.SQL(
-        _SELECT_TRAIL + " where logged_at >= now() - make_interval(days => %(days)s)"
+    newest = (
+        " where logged_at >= now() - make_interval(days => %(days)s)"
         " and (%(clinic)s::uuid is null or clinic_id = %(clinic)s::uuid)"
         " and (%(table)s::text is null or table_name = %(table)s::text)"
         " and (%(user)s::text is null or app_user = %(user)s::text)"
@@ -153,7 +169,10 @@ def tail(
     )
     params = {"days": days, "clinic": clinic_id, "table": table_name, "user": app_user, "limit": limit}
     with psycopg.connect(resolve_admin_url(database_url)) as conn:
-        rows = conn.execute(query, params).fetchall()
+        rows = conn.execute(sql.SQL(_SELECT_TRAIL + newest), params).fetchall()
+        if clinic_id is None and _has_unscoped(conn):
+            rows += conn.execute(sql.SQL(_SELECT_UNSCOPED + newest), params).fetchall()
+            rows = sorted(rows, key=lambda r: (r[1], r[0]), reverse=True)[:limit]
         if not rows:
             require_clinic(conn, clinic_id)
             if table_name:
@@ -342,7 +361,8 @@ def archive(
     By default exports the partitions `clinicdb audit prune` would drop.
     Writes PARTITION.csv.gz, MANIFEST.sha256 (check with `sha256sum -c`) and
     manifest.json (rows, range, checksum). A partition already archived with
-    the same row count is skipped.
+    the same row count is skipped. On Citus each file also holds the month's
+    rows without a clinic, which prune drops with the partition.
 
     Example:
 
@@ -363,18 +383,24 @@ def archive(
                 " from clinicdb.prune_audit(make_interval(days => %s), true)",
                 (days,),
             ).fetchall()
+        unscoped = _has_unscoped(conn)
         with click.progressbar(parts, label="archiving", show_pos=True, file=sys.stderr) as bar:
             for name, start, end in bar:
-                count_row = conn.execute(
-                    sql.SQL("select count(*) from {}").format(sql.Identifier(*name.split(".")))
-                ).fetchone()
+                month: sql.Composable = sql.Identifier(*name.split("."))
+                if unscoped:
+                    # On Citus the month's rows without a clinic are elsewhere, and prune drops them with it.
+                    month = sql.SQL(
+                        "(select * from {} union all select * from clinicdb.audit_log_unscoped u"
+                        " where u.logged_at >= {} and u.logged_at < {}) m"
+                    ).format(month, sql.Literal(start), sql.Literal(end))
+                count_row = conn.execute(sql.SQL("select count(*) from {}").format(month)).fetchone()
                 rows = int(count_row[0]) if count_row else 0
                 if name in entries and entries[name]["rows"] == rows:
                     continue
                 target = directory / f"{name}.csv.gz"
                 tmp = target.with_suffix(".gz.part")
                 copy = sql.SQL("copy (select * from {} order by txid, id) to stdout with (format csv, header)").format(
-                    sql.Identifier(*name.split("."))
+                    month
                 )
                 with gzip.open(tmp, "wb") as out, conn.cursor().copy(copy) as cp:
                     for chunk in cp:

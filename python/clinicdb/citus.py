@@ -29,13 +29,15 @@ INSTALLED_SQL = "select exists (select 1 from pg_extension where extname = 'citu
 # What distribute() calls after citus_distribute(), in order, each once its migration exists:
 # sealing and verification over the distributed trail (0031); Citus's internal functions and reference-table
 # writes closed to the application roles (0040); no node logging a failing statement or a bound parameter (0041);
-# every staff login whose mapping is its own marked on every node, mappings granted before 0044 included (0044).
-# citus_sync_functions last: it sends the workers every function the steps before it replaced.
+# every staff login whose mapping is its own marked on every node, mappings granted before 0044 included (0044);
+# the audit rows without a clinic (truncate, prune) in a reference table sealed in the no-clinic chain (0046).
+# citus_sync_functions last: it sends the workers every function the steps before it replaced (0045).
 _PROFILE_STEPS = (
     "citus_audit_profile",
     "citus_harden",
     "citus_protect_logs",
     "citus_mark_staff",
+    "citus_unscoped_audit",
     "citus_sync_functions",
 )
 
@@ -58,8 +60,8 @@ def migration_conninfo(url: str) -> str:
 
 def distribute(url: str) -> None:
     """Run ``clinicdb.citus_distribute()``, then ``citus_audit_profile()``, ``citus_harden()``,
-    ``citus_protect_logs()``, ``citus_mark_staff()`` and ``citus_sync_functions()``, on the coordinator at ``url``
-    (a superuser URL)."""
+    ``citus_protect_logs()``, ``citus_mark_staff()``, ``citus_unscoped_audit()`` and ``citus_sync_functions()``,
+    on the coordinator at ``url`` (a superuser URL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")

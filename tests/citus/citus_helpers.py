@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +12,7 @@ from typing import Any
 import psycopg
 
 from clinicdb.citus import clinic_context_statements
+from clinicdb.devcluster.citus import CitusSet
 
 
 @contextmanager
@@ -21,3 +24,25 @@ def scoped(url: str, clinic_id: uuid.UUID | None, **context: str) -> Iterator[ps
             for statement in clinic_context_statements(clinic_id, **context):
                 conn.execute(statement)
         yield conn
+
+
+def run_clinicdb(*args: str) -> subprocess.CompletedProcess[str]:
+    """``clinicdb ARGS...`` in a subprocess (output captured, never raising on a non-zero exit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "clinicdb_cli", *args], capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def align_txid_counters(citus: CitusSet) -> None:
+    """Run empty transactions on every node until each one's txid counter passes the highest: audit rows carry the
+    txid of the node that wrote them, and a row is sealed only once below every node's oldest running txid."""
+    urls = [citus.admin_url, *citus.worker_admin_urls]
+    conns = [psycopg.connect(url, autocommit=True) for url in urls]
+    try:
+        target = max(int(c.execute("select txid_current()").fetchone()[0]) for c in conns) + 1  # type: ignore[index]
+        for conn in conns:
+            while int(conn.execute("select txid_current()").fetchone()[0]) < target:  # type: ignore[index]
+                pass
+    finally:
+        for conn in conns:
+            conn.close()

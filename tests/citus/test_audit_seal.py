@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from citus_helpers import scoped
+from citus_helpers import align_txid_counters, run_clinicdb, scoped
 
 from clinicdb.devcluster.citus import CitusSet
-
-
-def _clinicdb(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clinicdb_cli", *args], capture_output=True, text=True, check=False, timeout=300
-    )
-
-
-def _align_txid_counters(citus: CitusSet) -> None:
-    """Run empty transactions on every node until each one's txid counter passes the highest: audit rows carry the
-    txid of the node that wrote them, and a row is sealed only once below every node's oldest running txid."""
-    urls = [citus.admin_url, *citus.worker_admin_urls]
-    conns = [psycopg.connect(url, autocommit=True) for url in urls]
-    try:
-        target = max(int(c.execute("select txid_current()").fetchone()[0]) for c in conns) + 1  # type: ignore[index]
-        for conn in conns:
-            while int(conn.execute("select txid_current()").fetchone()[0]) < target:  # type: ignore[index]
-                pass
-    finally:
-        for conn in conns:
-            conn.close()
 
 
 @contextmanager
@@ -57,8 +34,8 @@ def _write_and_seal(citus: CitusSet, clinic_pair: tuple[uuid.UUID, uuid.UUID]) -
         with scoped(citus.app_url, clinic, user_id="sealer-test") as conn:
             conn.execute("insert into patients (mrn, given_name, family_name) values (%s, 'Ann', 'Lee')", (mrn,))
             conn.execute("update patients set given_name = 'Anna' where mrn = %s", (mrn,))
-    _align_txid_counters(citus)
-    done = _clinicdb("audit", "seal", "--all", "--database-url", citus.admin_url)
+    align_txid_counters(citus)
+    done = run_clinicdb("audit", "seal", "--all", "--database-url", citus.admin_url)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -78,7 +55,7 @@ def test_seal_makes_one_chain_per_clinic_and_verify_passes(
     ).fetchall()
     # per clinic: the clinic's creation (written by the coordinator) and the insert and update (by its worker)
     assert dict(sealed) == {a: 3, b: 3}
-    done = _clinicdb("audit", "verify", "--database-url", citus.admin_url)
+    done = run_clinicdb("audit", "verify", "--database-url", citus.admin_url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok:")
 
@@ -98,13 +75,13 @@ def test_verify_names_a_row_altered_on_a_worker_shard(
     with _on_shard(citus, admin, a) as (conn, shard):
         conn.execute(f"update {shard} set app_user = 'someone else' where id = %s", (audit_id[0],))
         try:
-            done = _clinicdb("audit", "verify", "--database-url", citus.admin_url)
+            done = run_clinicdb("audit", "verify", "--database-url", citus.admin_url)
         finally:
             conn.execute(f"update {shard} set app_user = 'sealer-test' where id = %s", (audit_id[0],))
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"row altered: audit row {audit_id[0]} " in done.stdout
     assert f"of clinic {a} sealed" in done.stdout
-    again = _clinicdb("audit", "verify", "--database-url", citus.admin_url)
+    again = run_clinicdb("audit", "verify", "--database-url", citus.admin_url)
     assert again.returncode == 0, again.stdout + again.stderr
 
 
@@ -123,12 +100,12 @@ def test_verify_names_a_sealed_row_deleted_on_a_worker_shard(
         row = conn.execute(f"delete from {shard} where id = (select id from gone) returning id").fetchone()
         assert row
         try:
-            done = _clinicdb("audit", "verify", "--database-url", citus.admin_url)
+            done = run_clinicdb("audit", "verify", "--database-url", citus.admin_url)
         finally:
             conn.execute(f"insert into {shard} select * from gone")
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"row deleted: audit row {row[0]} " in done.stdout
-    again = _clinicdb("audit", "verify", "--database-url", citus.admin_url)
+    again = run_clinicdb("audit", "verify", "--database-url", citus.admin_url)
     assert again.returncode == 0, again.stdout + again.stderr
 
 
