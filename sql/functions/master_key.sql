@@ -12,14 +12,33 @@
 -- Derived keys use HMAC-SHA256 with a fixed label per purpose, so the
 -- wrapping keys, the fingerprint and the data keys are independent.
 
+-- The hint of every "no master key" error. On a Citus worker the keys are
+-- never in force (they travel by set_config, which Citus does not
+-- propagate, by design): there the hint says what works instead, since the
+-- application did send its key, to the coordinator.
 create or replace function clinicdb._key_problem_hint()
 returns text
-language sql
-immutable
+language plpgsql
+stable
 parallel safe
-return 'the application sets the master key per transaction with '
-       'set_config(''app.master_key'', $1, true) as a bind parameter (clinicdb.keys.master_key_settings()); '
-       'operators set CLINICDB_MASTER_KEY or CLINICDB_MASTER_KEY_FILE; see docs/encryption.md';
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    -- citus_is_coordinator() is named only when Citus is installed: plpgsql
+    -- plans a statement when it first runs it.
+    if to_regprocedure('pg_catalog.citus_is_coordinator()') is not null then
+        if not citus_is_coordinator() then
+            return 'on Citus this runs on a worker, which never holds a key: the write trigger and the '
+                   '_decrypted views cannot encrypt or decrypt there. Seal values on the coordinator and write '
+                   'the <column>_ciphertext columns (clinicdb.sealing.seal_row, clinicdb.seal_values()), and open '
+                   'them there (clinicdb.sealing.open_column, clinicdb.decrypt_values()); see docs/citus.md';
+        end if;
+    end if;
+    return 'the application sets the master key per transaction with '
+           'set_config(''app.master_key'', $1, true) as a bind parameter (clinicdb.keys.master_key_settings()); '
+           'operators set CLINICDB_MASTER_KEY or CLINICDB_MASTER_KEY_FILE; see docs/encryption.md';
+end
+$$;
 grant execute on function clinicdb._key_problem_hint() to clinicdb_app, clinicdb_readonly, clinicdb_staff;
 
 -- The master key in force as bytes, NULL when none is set. Raises on a

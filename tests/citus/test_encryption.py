@@ -37,12 +37,18 @@ def _plaintext_anywhere(admin: psycopg.Connection[Any], clinic: uuid.UUID) -> tu
 def test_encrypted_column_write_without_a_key_is_refused_on_the_shard(
     citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID]
 ) -> None:
-    """Writing an encrypted column with no key in force raises on the worker; no plaintext is stored anywhere."""
+    """Writing plaintext into an encrypted column raises on the worker (no key is ever there), with a hint naming
+    what works on Citus; no plaintext is stored anywhere."""
     a, _ = clinic_pair
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no master key"), scoped(citus.app_url, a) as conn:
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="no master key") as refused,
+        scoped(citus.app_url, a) as conn,
+    ):
         conn.execute(
             "insert into patients (mrn, given_name, family_name, ssn) values ('EN-1', 'Ann', 'Lee', %s)", (SSN,)
         )
+    # The application may well have sent its key (to the coordinator): the hint says what works on Citus.
+    assert "clinicdb.sealing.seal_row" in (refused.value.diag.message_hint or "")
     assert _plaintext_anywhere(admin, a) == (0, 0)
 
 
