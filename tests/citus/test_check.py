@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import psycopg
 import pytest
+from citus_helpers import run_clinicdb
 
 from clinicdb.devcluster.citus import CitusSet
 
 
 def test_check_passes_on_the_coordinator(citus: CitusSet) -> None:
     """Every clinic_id table is protected and audited on the distributed database: check exits 0."""
-    done = subprocess.run(
-        [sys.executable, "-m", "clinicdb_cli", "check", "--database-url", citus.admin_url],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    done = run_clinicdb("check", "--database-url", citus.admin_url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok:" in done.stdout
 
@@ -28,26 +21,10 @@ def test_check_passes_on_the_coordinator(citus: CitusSet) -> None:
 def test_migrate_detects_citus_and_a_second_run_changes_nothing(citus: CitusSet) -> None:
     """`clinicdb migrate` on a distributed coordinator finds Citus by itself, applies nothing new and re-runs the
     profile without error (it is idempotent)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "clinicdb_cli", "migrate", "--database-url", citus.admin_url, "--reference-schema"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    done = run_clinicdb("migrate", "--database-url", citus.admin_url, "--reference-schema")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "nothing to apply" in done.stdout
     assert "citus:" in done.stdout
-
-
-def _check(citus: CitusSet) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clinicdb_cli", "check", "--database-url", citus.admin_url],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize(
@@ -98,10 +75,10 @@ def test_check_reports_what_undoes_the_citus_profile_on_any_node(
     passes again once the named repair ran."""
     admin.execute(breach)
     try:
-        found = _check(citus)
+        found = run_clinicdb("check", "--database-url", citus.admin_url)
         assert found.returncode == 1, found.stdout + found.stderr
         assert reported in found.stdout
         assert "Traceback" not in found.stderr
     finally:
         admin.execute(repair)
-    assert _check(citus).returncode == 0
+    assert run_clinicdb("check", "--database-url", citus.admin_url).returncode == 0

@@ -9,11 +9,10 @@ check` reports it and the profile step `clinicdb migrate` runs last repairs it.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import psycopg
+from citus_helpers import run_clinicdb
 
 from clinicdb import citus as citus_profile
 from clinicdb.devcluster.citus import CitusSet
@@ -23,16 +22,6 @@ REPLACED = """create or replace function clinicdb.key_version(p_value bytea)
 returns integer language sql immutable parallel safe
 return case when get_byte(p_value, 0) = 1 and octet_length(p_value) >= 3  -- replaced by a later migration
             then (get_byte(p_value, 1) << 8) | get_byte(p_value, 2) end"""
-
-
-def _check(citus: CitusSet) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clinicdb_cli", "check", "--database-url", citus.admin_url],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def _worker_definitions(admin: psycopg.Connection[Any], function: str) -> set[str]:
@@ -55,13 +44,13 @@ def test_a_function_replaced_on_the_coordinator_only_is_reported_and_sent_to_eve
         admin.execute("set local citus.enable_ddl_propagation = off")
         admin.execute(REPLACED)
     try:
-        found = _check(citus)
+        found = run_clinicdb("check", "--database-url", citus.admin_url)
         assert found.returncode == 1, found.stdout + found.stderr
         assert found.stdout.count("clinicdb.key_version(bytea) differs from the coordinator's") == 2, found.stdout
         citus_profile.distribute(citus.admin_url)
         mine = admin.execute("select md5(pg_get_functiondef('clinicdb.key_version(bytea)'::regprocedure))").fetchone()
         assert mine and _worker_definitions(admin, "clinicdb.key_version(bytea)") == {mine[0]}
-        assert _check(citus).returncode == 0
+        assert run_clinicdb("check", "--database-url", citus.admin_url).returncode == 0
     finally:
         admin.execute(original[0])  # propagation on: every node gets the original back
 
