@@ -243,8 +243,11 @@ $f$,
         case when cardinality(p_masked) > 0 then format('clinicdb.audit_mask(v_new, %L::text[])', p_masked) else 'v_new' end,
         v_all);
 
+    -- generated_at from its default (now()): Citus refuses a function call in
+    -- DO UPDATE SET on a reference table, which this one is there.
     insert into clinicdb.audit_capture_state (table_name, columns, keys) values (p_table, v_all, p_keys)
-    on conflict (table_name) do update set columns = excluded.columns, keys = excluded.keys, generated_at = now();
+    on conflict (table_name) do update set columns = excluded.columns, keys = excluded.keys,
+                                          generated_at = excluded.generated_at;
     foreach v_op in array array['insert', 'update', 'delete'] loop
         v_fn := format('clinicdb.%I()', clinicdb.audit_capture_name(p_table, v_op));
         execute format('alter function %s owner to clinicdb_owner', v_fn);

@@ -143,8 +143,24 @@ comment on function clinicdb.audit_capture_row() is
     'clinicdb: on Citus, audit capture of one inserted or deleted row (citus_distribute() attaches it).';
 revoke execute on function clinicdb.audit_capture_row() from public;
 
-create or replace procedure clinicdb.citus_distribute()
+-- Steps 3 to 5 of citus_distribute(), one code path for the layer at
+-- migrate time and for a table protected afterwards (protect_table() ->
+-- _citus_protect_table()): every clinicdb table and every protected table
+-- not distributed yet becomes a reference table (the layer's) or is
+-- distributed by clinic_id co-located with the audit trail (the rest), with
+-- the foreign keys touching them dropped first and re-created verbatim
+-- afterwards. Tables already distributed are left alone, so it costs
+-- nothing when there is nothing new; p_table adds one table the registry
+-- does not hold yet (protect_table() registers a table once it exists on
+-- every node: the registry is a reference table of regclass values).
+-- The caller has set citus.enable_unsafe_triggers and a sequential
+-- citus.multi_shard_modify_mode for the transaction; DDL propagation is
+-- turned off for dropping the foreign keys and reset to the session's value
+-- for the rest.
+create or replace function clinicdb._citus_distribute_tables(p_table regclass default null)
+returns void
 language plpgsql
+volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -154,9 +170,288 @@ declare
     v_table regclass;
     v_first regclass;
     v_result record;
+begin
+    set local citus.enable_ddl_propagation = off;
+    -- 3. Foreign keys between tables not yet distributed, kept to re-create.
+    create temporary table if not exists pg_temp.citus_targets (relid regclass primary key, kind text not null) on commit drop;
+    truncate pg_temp.citus_targets;
+    insert into pg_temp.citus_targets
+    select c.oid, case when n.nspname = 'clinicdb' and c.relname <> 'audit_log' then 'reference' else 'distributed' end
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where c.relkind in ('r', 'p') and not c.relispartition
+       and (n.nspname = 'clinicdb'
+            or c.oid in (select p.table_name from clinicdb.protected_tables p)
+            or c.oid = p_table)
+       and not exists (select 1 from pg_dist_partition d
+                        where d.logicalrelid = c.oid and (d.partmethod = 'h' or d.repmodel = 't'));
+    for v_fk in
+        select con.conname, con.conrelid::regclass as rel, pg_get_constraintdef(con.oid) as def
+          from pg_constraint con
+         where con.contype = 'f'
+           and (con.conrelid in (select relid from pg_temp.citus_targets)
+                or con.confrelid in (select relid from pg_temp.citus_targets))
+    loop
+        v_fks := v_fks || format('alter table %s add constraint %I %s', v_fk.rel, v_fk.conname, v_fk.def);
+        execute format('alter table %s drop constraint %I', v_fk.rel, v_fk.conname);
+    end loop;
+    -- Citus-local tables (made by an earlier, interrupted attempt) go back to plain tables first.
+    for v_table in select t.relid from pg_temp.citus_targets t
+                    where exists (select 1 from pg_dist_partition d where d.logicalrelid = t.relid) loop
+        perform undistribute_table(v_table);
+    end loop;
+
+    -- 4. Reference tables, then distributed ones co-located with the audit trail.
+    reset citus.enable_ddl_propagation;
+    for v_table in select t.relid from pg_temp.citus_targets t where kind = 'reference' order by t.relid::text loop
+        perform create_reference_table(v_table);
+    end loop;
+    -- Composite types on the workers (the schema is there now), for the functions the
+    -- distributed tables' triggers and views call.
+    for v_result in
+    select r.success, r.result from pg_type t join pg_class c on c.oid = t.typrelid,
+           run_command_on_workers(format(
+                'set citus.enable_ddl_propagation to off; '
+                'do $do$ begin create type %1$s as (%2$s); alter type %1$s owner to %3$s; '
+                'exception when duplicate_object then null; end $do$',
+                t.oid::regtype,
+                (select string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', '
+                                   order by a.attnum)
+                   from pg_attribute a where a.attrelid = t.typrelid and a.attnum > 0 and not a.attisdropped),
+                t.typowner::regrole)) r
+     where t.typnamespace = 'clinicdb'::regnamespace and t.typtype = 'c' and c.relkind = 'c'
+    loop
+        if not v_result.success then
+            raise exception 'could not create the layer''s types on a worker: %', v_result.result;
+        end if;
+    end loop;
+
+    select d.logicalrelid into v_first from pg_dist_partition d
+     where d.partmethod = 'h' and d.logicalrelid = 'clinicdb.audit_log'::regclass;
+    if v_first is null then
+        perform create_distributed_table('clinicdb.audit_log', 'clinic_id');
+    end if;
+    for v_table in select t.relid from pg_temp.citus_targets t
+                    where kind = 'distributed' and t.relid <> 'clinicdb.audit_log'::regclass order by t.relid::text loop
+        perform create_distributed_table(v_table, 'clinic_id', colocate_with => 'clinicdb.audit_log');
+    end loop;
+
+    -- 5. The foreign keys, as they were.
+    foreach v_sql in array v_fks loop
+        execute v_sql;
+    end loop;
+end
+$$;
+comment on function clinicdb._citus_distribute_tables(regclass) is
+    'clinicdb: on Citus, distribute every layer and protected table (and p_table) not distributed yet (citus_distribute() steps 3-5).';
+revoke execute on function clinicdb._citus_distribute_tables(regclass) from public;
+
+-- Step 7 of citus_distribute() for one table, and what protect_table() ends
+-- with on a distributed coordinator: the audit triggers attach_audit() made
+-- (statement-level, reading transition tables a shard cannot give) replaced
+-- by the row-level capture, clinicdb.audit_capture_row(), with the table's
+-- name, key, excluded and masked columns fixed as the trigger's arguments.
+-- A distributed table keeps its generated row-level update capture; a
+-- reference table's update capture runs on the coordinator's copy only.
+create or replace function clinicdb._citus_audit_per_row(p_table regclass)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_table regclass := p_table;
     v_kind text;
     v_args text;
     v_update_fn text;
+begin
+    select case d.partmethod when 'n' then 'reference' else 'distributed' end into v_kind
+      from pg_dist_partition d where d.logicalrelid = v_table;
+    if v_kind is null then
+        raise exception 'table % is not distributed', v_table
+            using errcode = 'object_not_in_prerequisite_state', hint = 'call clinicdb.citus_distribute() first';
+    end if;
+    select format('%L, %L, %L, %L, %L', n.nspname || '.' || c.relname, clinicdb.audit_key_columns(v_table),
+                  coalesce(array_agg(s.column_name::text order by s.column_name) filter (where s.mode = 'exclude'), '{}'),
+                  coalesce(array_agg(s.column_name::text order by s.column_name) filter (where s.mode = 'mask'), '{}'),
+                  v_kind)
+      into v_args
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      left join clinicdb.audit_settings s on s.table_name = c.oid
+     where c.oid = v_table
+     group by n.nspname, c.relname;
+    execute format('drop trigger clinicdb_audit_insert on %s', v_table);
+    execute format('create trigger clinicdb_audit_insert after insert on %s for each row '
+                   'execute function clinicdb.audit_capture_row(%s)', v_table, v_args);
+    if v_kind = 'reference' then
+        select format('clinicdb.%I()', p.proname) into v_update_fn from pg_trigger tg join pg_proc p on p.oid = tg.tgfoid
+         where tg.tgrelid = v_table and tg.tgname = 'clinicdb_audit_update';
+        execute format('drop trigger clinicdb_audit_update on %s', v_table);
+        execute format('create trigger clinicdb_audit_update after update on %s for each row '
+                       'when (pg_catalog.citus_is_coordinator()) execute function %s', v_table, v_update_fn);
+    end if;
+    execute format('drop trigger clinicdb_audit_delete on %s', v_table);
+    execute format('create trigger clinicdb_audit_delete after delete on %s for each row '
+                   'execute function clinicdb.audit_capture_row(%s)', v_table, v_args);
+end
+$$;
+comment on function clinicdb._citus_audit_per_row(regclass) is
+    'clinicdb: on Citus, the row-level audit capture on one distributed or reference table (citus_distribute() step 7).';
+revoke execute on function clinicdb._citus_audit_per_row(regclass) from public;
+
+-- A table protected on a Citus coordinator whose layer is already
+-- distributed (one a DBA adds to a running database: `clinicdb protect
+-- TABLE`) joins the others the way citus_distribute() puts them there, with
+-- the same functions, in two halves around protect_table()'s own work:
+-- _citus_distribute_table() first, _citus_audit_table() last. In between,
+-- protect_table() applies the policies from clinicdb.tenant_policies, which
+-- citus_distribute() rewrote to the form Citus accepts (one definition), and
+-- its registry rows can name the table on every node.
+--
+-- Both do nothing without Citus, before the layer is distributed
+-- (citus_distribute() does everything then), for the layer's own tables, or
+-- for a partition (distributed with its partitioned table). DDL propagation
+-- is on from the first half until protect_table() ends, whatever the
+-- session says: a migration on Citus runs with it off (`clinicdb new table`
+-- migrations call protect_table()), and every statement on a distributed
+-- table must reach its shards. protect_table() puts the session's value
+-- back.
+create or replace function clinicdb._citus_joins_table(p_table regclass)
+returns boolean
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not exists (select 1 from pg_extension where extname = 'citus') then
+        return false;
+    end if;
+    return exists (select 1 from pg_dist_partition d
+                    where d.logicalrelid = 'clinicdb.audit_log'::regclass and d.partmethod = 'h')
+       and not (select c.relnamespace = 'clinicdb'::regnamespace or c.relispartition from pg_class c where c.oid = p_table);
+end
+$$;
+comment on function clinicdb._citus_joins_table(regclass) is
+    'clinicdb: whether protect_table() distributes this table itself (Citus, the layer distributed, not a layer table).';
+revoke execute on function clinicdb._citus_joins_table(regclass) from public;
+
+-- The first half: the table distributed by clinic_id, co-located with the
+-- audit trail (its foreign keys kept), after the statements of
+-- protect_table_sql() that alter clinic_id (Citus refuses them on a
+-- distribution column). Refuses a primary or unique key without clinic_id,
+-- which a shard could enforce only among its own rows (Citus refuses it
+-- too). Returns the table, found again by name: distributing a Citus-local
+-- table gives it a new oid. Leaves citus.enable_unsafe_triggers on and
+-- citus.multi_shard_modify_mode sequential for the transaction, as
+-- citus_distribute() does, and DDL propagation on.
+create or replace function clinicdb._citus_distribute_table(p_table regclass)
+returns regclass
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_name text := p_table::text;
+    v_key text;
+    v_stmt text;
+    v_fks text[];
+begin
+    if not clinicdb._citus_joins_table(p_table) then
+        return p_table;
+    end if;
+    -- Every statement on the table reaches its shards; triggers on it are
+    -- allowed; one connection per node, the only way Citus replaces a
+    -- distributed function (the table's audit capture) after the policies'
+    -- DDL on its shards.
+    perform set_config('citus.enable_ddl_propagation', 'on', true);
+    perform set_config('citus.enable_unsafe_triggers', 'on', true);
+    perform set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    if exists (select 1 from pg_dist_partition d where d.logicalrelid = p_table and d.partmethod = 'h') then
+        return p_table;
+    end if;
+    select pg_get_indexdef(i.indexrelid) into v_key
+      from pg_index i
+     where i.indrelid = p_table and (i.indisunique or i.indisexclusion)
+       and not exists (select 1 from pg_attribute a
+                        where a.attrelid = p_table and a.attname = 'clinic_id' and a.attnum = any (i.indkey))
+     order by i.indisprimary desc, i.indexrelid
+     limit 1;
+    if v_key is not null then
+        raise exception 'table %: on Citus every primary and unique key must include clinic_id (%)', p_table, v_key
+            using errcode = 'invalid_table_definition',
+                  hint = 'make clinic_id part of it, e.g. primary key (clinic_id, id), then protect the table again';
+    end if;
+    for v_stmt in select q.stmt from clinicdb.protect_table_sql(p_table) q(stmt)
+                   where starts_with(q.stmt, format('alter table %s alter column clinic_id ', p_table)) loop
+        execute v_stmt;
+    end loop;
+    -- Citus makes a table created with a foreign key to a reference table
+    -- (clinics) Citus-local, with a copy of its definition on every node.
+    -- It goes back to a plain table first, on every node (under a new oid),
+    -- its foreign keys kept; Citus re-creates a plain table's on the shards.
+    if exists (select 1 from pg_dist_partition d where d.logicalrelid = p_table) then
+        v_fks := array(select format('alter table %s add constraint %I %s', v_name, con.conname, pg_get_constraintdef(con.oid))
+                         from pg_constraint con where con.conrelid = p_table and con.contype = 'f' order by con.conname);
+        for v_stmt in select con.conname from pg_constraint con where con.conrelid = p_table and con.contype = 'f' loop
+            execute format('alter table %s drop constraint %I', v_name, v_stmt);
+        end loop;
+        p_table := to_regclass(v_name);
+        if exists (select 1 from pg_dist_partition d where d.logicalrelid = p_table) then
+            perform undistribute_table(p_table);
+            p_table := to_regclass(v_name);
+        end if;
+        perform set_config('citus.enable_ddl_propagation', 'off', true);
+        foreach v_stmt in array v_fks loop
+            execute v_stmt;
+        end loop;
+        perform set_config('citus.enable_ddl_propagation', 'on', true);
+    end if;
+    perform clinicdb._citus_distribute_tables(p_table);
+    -- (It resets DDL propagation to the session's value, off in a migration.)
+    perform set_config('citus.enable_ddl_propagation', 'on', true);
+    return to_regclass(v_name);
+end
+$$;
+comment on function clinicdb._citus_distribute_table(regclass) is
+    'clinicdb: on a distributed Citus coordinator, distribute a table protect_table() is about to protect; returns it (its oid may change).';
+revoke execute on function clinicdb._citus_distribute_table(regclass) from public;
+
+-- The second half: the table's generated audit capture functions on every
+-- node (its update trigger calls one on the shards; citus_distribute() step
+-- 6 does this for the layer's functions), then the row-level audit capture
+-- in place of the triggers attach_audit() made (step 7).
+create or replace function clinicdb._citus_audit_table(p_table regclass)
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_function regprocedure;
+begin
+    if not clinicdb._citus_joins_table(p_table) then
+        return;
+    end if;
+    for v_function in
+        select p.oid::regprocedure from pg_proc p
+         where p.pronamespace = 'clinicdb'::regnamespace
+           and p.proname in (clinicdb.audit_capture_name(p_table, 'insert'), clinicdb.audit_capture_name(p_table, 'update'),
+                             clinicdb.audit_capture_name(p_table, 'delete'))
+           and not exists (select 1 from pg_dist_object o where o.classid = 'pg_proc'::regclass and o.objid = p.oid)
+    loop
+        perform create_distributed_function(v_function);
+    end loop;
+    perform clinicdb._citus_audit_per_row(p_table);
+end
+$$;
+comment on function clinicdb._citus_audit_table(regclass) is
+    'clinicdb: on a distributed Citus coordinator, the row-level audit capture on a table protect_table() has just protected.';
+revoke execute on function clinicdb._citus_audit_table(regclass) from public;
+
+create or replace procedure clinicdb.citus_distribute()
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
     v_function regprocedure;
 begin
     if not exists (select 1 from pg_extension where extname = 'citus') then
@@ -252,72 +547,9 @@ end
 $body$
 $f$;
 
-    -- 3. Foreign keys between tables not yet distributed, kept to re-create.
-    create temporary table if not exists pg_temp.citus_targets (relid regclass primary key, kind text not null) on commit drop;
-    truncate pg_temp.citus_targets;
-    insert into pg_temp.citus_targets
-    select c.oid, case when n.nspname = 'clinicdb' and c.relname <> 'audit_log' then 'reference' else 'distributed' end
-      from pg_class c join pg_namespace n on n.oid = c.relnamespace
-     where c.relkind in ('r', 'p') and not c.relispartition
-       and (n.nspname = 'clinicdb'
-            or c.oid in (select p.table_name from clinicdb.protected_tables p))
-       and not exists (select 1 from pg_dist_partition d
-                        where d.logicalrelid = c.oid and (d.partmethod = 'h' or d.repmodel = 't'));
-    for v_fk in
-        select con.conname, con.conrelid::regclass as rel, pg_get_constraintdef(con.oid) as def
-          from pg_constraint con
-         where con.contype = 'f'
-           and (con.conrelid in (select relid from pg_temp.citus_targets)
-                or con.confrelid in (select relid from pg_temp.citus_targets))
-    loop
-        v_fks := v_fks || format('alter table %s add constraint %I %s', v_fk.rel, v_fk.conname, v_fk.def);
-        execute format('alter table %s drop constraint %I', v_fk.rel, v_fk.conname);
-    end loop;
-    -- Citus-local tables (made by an earlier, interrupted attempt) go back to plain tables first.
-    for v_table in select t.relid from pg_temp.citus_targets t
-                    where exists (select 1 from pg_dist_partition d where d.logicalrelid = t.relid) loop
-        perform undistribute_table(v_table);
-    end loop;
+    -- 3.-5. Every layer table and protected table not distributed yet (below).
+    perform clinicdb._citus_distribute_tables();
 
-    -- 4. Reference tables, then distributed ones co-located with the audit trail.
-    reset citus.enable_ddl_propagation;
-    for v_table in select t.relid from pg_temp.citus_targets t where kind = 'reference' order by t.relid::text loop
-        perform create_reference_table(v_table);
-    end loop;
-    -- Composite types on the workers (the schema is there now), for the functions the
-    -- distributed tables' triggers and views call.
-    for v_result in
-    select r.success, r.result from pg_type t join pg_class c on c.oid = t.typrelid,
-           run_command_on_workers(format(
-                'set citus.enable_ddl_propagation to off; '
-                'do $do$ begin create type %1$s as (%2$s); alter type %1$s owner to %3$s; '
-                'exception when duplicate_object then null; end $do$',
-                t.oid::regtype,
-                (select string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', '
-                                   order by a.attnum)
-                   from pg_attribute a where a.attrelid = t.typrelid and a.attnum > 0 and not a.attisdropped),
-                t.typowner::regrole)) r
-     where t.typnamespace = 'clinicdb'::regnamespace and t.typtype = 'c' and c.relkind = 'c'
-    loop
-        if not v_result.success then
-            raise exception 'could not create the layer''s types on a worker: %', v_result.result;
-        end if;
-    end loop;
-
-    select d.logicalrelid into v_first from pg_dist_partition d
-     where d.partmethod = 'h' and d.logicalrelid = 'clinicdb.audit_log'::regclass;
-    if v_first is null then
-        perform create_distributed_table('clinicdb.audit_log', 'clinic_id');
-    end if;
-    for v_table in select t.relid from pg_temp.citus_targets t
-                    where kind = 'distributed' and t.relid <> 'clinicdb.audit_log'::regclass order by t.relid::text loop
-        perform create_distributed_table(v_table, 'clinic_id', colocate_with => 'clinicdb.audit_log');
-    end loop;
-
-    -- 5. The foreign keys, as they were.
-    foreach v_sql in array v_fks loop
-        execute v_sql;
-    end loop;
     -- 6. Every function of the layer on every node: triggers and policies on
     --    the shards call functions Citus does not see as dependencies (plpgsql
     --    bodies record none). Again on every call, so later migrations'
@@ -334,35 +566,10 @@ $f$;
 
     -- 7. Audit capture per row on every audited table (again on every call:
     --    attach_audit() puts the statement-level triggers back).
-    for v_table, v_kind in
-        select t.tgrelid::regclass, case d.partmethod when 'n' then 'reference' else 'distributed' end
-          from pg_trigger t join pg_dist_partition d on d.logicalrelid = t.tgrelid
-         where t.tgname = 'clinicdb_audit_insert' and not t.tgisinternal
-           and t.tgfoid <> 'clinicdb.audit_capture_row()'::regprocedure
-    loop
-        select format('%L, %L, %L, %L, %L', n.nspname || '.' || c.relname, clinicdb.audit_key_columns(v_table),
-                      coalesce(array_agg(s.column_name::text order by s.column_name) filter (where s.mode = 'exclude'), '{}'),
-                      coalesce(array_agg(s.column_name::text order by s.column_name) filter (where s.mode = 'mask'), '{}'),
-                      v_kind)
-          into v_args
-          from pg_class c join pg_namespace n on n.oid = c.relnamespace
-          left join clinicdb.audit_settings s on s.table_name = c.oid
-         where c.oid = v_table
-         group by n.nspname, c.relname;
-        execute format('drop trigger clinicdb_audit_insert on %s', v_table);
-        execute format('create trigger clinicdb_audit_insert after insert on %s for each row '
-                       'execute function clinicdb.audit_capture_row(%s)', v_table, v_args);
-        if v_kind = 'reference' then
-            select format('clinicdb.%I()', p.proname) into v_update_fn from pg_trigger tg join pg_proc p on p.oid = tg.tgfoid
-             where tg.tgrelid = v_table and tg.tgname = 'clinicdb_audit_update';
-            execute format('drop trigger clinicdb_audit_update on %s', v_table);
-            execute format('create trigger clinicdb_audit_update after update on %s for each row '
-                           'when (pg_catalog.citus_is_coordinator()) execute function %s', v_table, v_update_fn);
-        end if;
-        execute format('drop trigger clinicdb_audit_delete on %s', v_table);
-        execute format('create trigger clinicdb_audit_delete after delete on %s for each row '
-                       'execute function clinicdb.audit_capture_row(%s)', v_table, v_args);
-    end loop;
+    perform clinicdb._citus_audit_per_row(t.tgrelid)
+       from pg_trigger t join pg_dist_partition d on d.logicalrelid = t.tgrelid
+      where t.tgname = 'clinicdb_audit_insert' and not t.tgisinternal
+        and t.tgfoid <> 'clinicdb.audit_capture_row()'::regprocedure;
 end
 $$;
 comment on procedure clinicdb.citus_distribute() is

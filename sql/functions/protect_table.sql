@@ -5,6 +5,9 @@
 -- clinicdb.protect_table_sql(regclass) returns the exact statements, so a DBA
 -- can review them (`clinicdb sql policies TABLE`); protect_table runs those
 -- same statements and nothing else, then records the table in the registry.
+-- On a Citus coordinator that is already distributed it distributes the
+-- table with the others first (clinicdb._citus_distribute_table()) and
+-- ends with the row-level audit capture (clinicdb._citus_audit_table()).
 
 create table if not exists clinicdb.protected_tables (
     table_name regclass primary key,
@@ -28,10 +31,13 @@ declare
     v_statistics name;
     v_hidden name[];
     v_encrypted name[];
+    v_distributed boolean := false;
 begin
-    select a.attnotnull, a.attgenerated, format_type(a.atttypid, a.atttypmod) as type_name
+    select a.attnotnull, a.attgenerated, format_type(a.atttypid, a.atttypmod) as type_name,
+           pg_get_expr(d.adbin, d.adrelid) as default_expr
       into v_col
       from pg_attribute a
+      left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
      where a.attrelid = p_table and a.attname = 'clinic_id' and not a.attisdropped;
     if not found then
         raise exception 'table % has no clinic_id column', p_table
@@ -50,7 +56,14 @@ begin
     end if;
 
     -- Inserts need not name the clinic; with none in force the default raises.
-    if v_col.attgenerated = '' then
+    -- Citus refuses to alter a distribution column: a table distributed by
+    -- clinic_id that has the default already gets no statement.
+    if to_regclass('pg_catalog.pg_dist_partition') is not null
+       and v_col.default_expr = 'clinicdb.require_clinic_id()' then
+        execute 'select exists (select 1 from pg_catalog.pg_dist_partition where logicalrelid = $1)'
+           into v_distributed using p_table;
+    end if;
+    if v_col.attgenerated = '' and not v_distributed then
         return next format('alter table %s alter column clinic_id set default clinicdb.require_clinic_id()', p_table);
     end if;
     if not v_col.attnotnull then
@@ -178,7 +191,18 @@ as $$
 declare
     v_stmt text;
     v_extra text;
+    v_citus boolean := to_regprocedure('clinicdb._citus_distribute_table(regclass)') is not null;
+    v_ddl_propagation text := current_setting('citus.enable_ddl_propagation', true);
 begin
+    -- On a Citus coordinator whose layer is already distributed, the table
+    -- is distributed with the others first (sql/functions/citus_profile.sql;
+    -- nothing happens elsewhere): the registry rows below name it on every
+    -- node. Its oid may change then; it is found again by name. DDL
+    -- propagation is on from there to the end, then as the caller had it.
+    if v_citus then
+        execute 'select clinicdb._citus_distribute_table($1)' into p_table using p_table;
+    end if;
+
     for v_stmt in select * from clinicdb.protect_table_sql(p_table) loop
         execute v_stmt;
     end loop;
@@ -206,8 +230,20 @@ begin
     -- can remove them.
     perform clinicdb._forget_statistics(p_table);
 
+    -- The time and login come from the column defaults, evaluated once for
+    -- the inserted row: Citus refuses a function call in DO UPDATE SET on a
+    -- reference table, which the registry is there.
     insert into clinicdb.protected_tables (table_name) values (p_table)
-    on conflict (table_name) do update set protected_at = now(), protected_by = session_user;
+    on conflict (table_name) do update set protected_at = excluded.protected_at, protected_by = excluded.protected_by;
+
+    -- On a Citus coordinator whose layer is already distributed: the
+    -- row-level audit capture (sql/functions/citus_profile.sql).
+    if v_citus then
+        execute 'select clinicdb._citus_audit_table($1)' using p_table;
+        if v_ddl_propagation is not null then
+            perform set_config('citus.enable_ddl_propagation', v_ddl_propagation, true);
+        end if;
+    end if;
 end
 $$;
 comment on function clinicdb.protect_table(regclass) is

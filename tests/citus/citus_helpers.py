@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -26,10 +27,16 @@ def scoped(url: str, clinic_id: uuid.UUID | None, **context: str) -> Iterator[ps
         yield conn
 
 
-def run_clinicdb(*args: str) -> subprocess.CompletedProcess[str]:
-    """``clinicdb ARGS...`` in a subprocess (output captured, never raising on a non-zero exit)."""
+def run_clinicdb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``clinicdb ARGS...`` in a subprocess (output captured, never raising on a non-zero exit); ``env`` adds to
+    the environment (``PGOPTIONS``, say)."""
     return subprocess.run(
-        [sys.executable, "-m", "clinicdb_cli", *args], capture_output=True, text=True, check=False, timeout=300
+        [sys.executable, "-m", "clinicdb_cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
