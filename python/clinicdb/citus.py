@@ -32,7 +32,10 @@ INSTALLED_SQL = "select exists (select 1 from pg_extension where extname = 'citu
 # every staff login whose mapping is its own marked on every node, mappings granted before 0044 included (0044);
 # the audit rows without a clinic (truncate, prune) in a reference table sealed in the no-clinic chain (0046).
 # citus_sync_functions last: it sends the workers every function the steps before it replaced (0045).
+# First, every login that belongs to the layer's roles on every node (0049: logins made on a single node before
+# Citus came are not on the workers, and the app's queries through the coordinator fail there).
 _PROFILE_STEPS = (
+    "citus_propagate_logins",
     "citus_audit_profile",
     "citus_harden",
     "citus_protect_logs",
@@ -40,6 +43,7 @@ _PROFILE_STEPS = (
     "citus_unscoped_audit",
     "citus_sync_functions",
 )
+_ALIGN_STEP = "citus_align_txids"
 
 
 class CitusError(RuntimeError):
@@ -59,18 +63,28 @@ def migration_conninfo(url: str) -> str:
 
 
 def distribute(url: str) -> None:
-    """Run ``clinicdb.citus_distribute()``, then ``citus_audit_profile()``, ``citus_harden()``,
-    ``citus_protect_logs()``, ``citus_mark_staff()``, ``citus_unscoped_audit()`` and ``citus_sync_functions()``,
-    on the coordinator at ``url`` (a superuser URL)."""
+    """Run ``clinicdb.citus_align_txids()`` and ``clinicdb.citus_distribute()``, then
+    ``citus_propagate_logins()``, ``citus_audit_profile()``, ``citus_harden()``, ``citus_protect_logs()``,
+    ``citus_mark_staff()``, ``citus_unscoped_audit()`` and ``citus_sync_functions()``, on the coordinator at
+    ``url`` (a superuser URL)."""
     with psycopg.connect(url, autocommit=True) as conn:
         if not is_citus(conn):
             raise CitusError("the citus extension is not installed in this database: create extension citus first")
+        # Before any table is distributed: every node's txid counter above the sealed ranges, so no audit row a
+        # worker writes can land inside a range sealed earlier (on a single node before Citus came, or before a
+        # node was added) (0049).
+        _call_if_present(conn, _ALIGN_STEP)
         conn.execute("call clinicdb.citus_distribute()")
         for step in _PROFILE_STEPS:
-            found = conn.execute("select to_regprocedure(%s) is not null", (f"clinicdb.{step}(boolean)",)).fetchone()
-            if found and found[0]:
-                conn.execute(sql.SQL("call clinicdb.{}()").format(sql.Identifier(step)))
+            _call_if_present(conn, step)
         _require_functions_in_sync(conn)
+
+
+def _call_if_present(conn: psycopg.Connection[Any], step: str) -> None:
+    """``call clinicdb.<step>()`` when its migration has run (each step takes an ``undo`` boolean)."""
+    found = conn.execute("select to_regprocedure(%s) is not null", (f"clinicdb.{step}(boolean)",)).fetchone()
+    if found and found[0]:
+        conn.execute(sql.SQL("call clinicdb.{}()").format(sql.Identifier(step)))
 
 
 def _require_functions_in_sync(conn: psycopg.Connection[Any]) -> None:

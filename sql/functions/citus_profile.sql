@@ -170,6 +170,7 @@ declare
     v_table regclass;
     v_first regclass;
     v_result record;
+    v_trigger record;
 begin
     set local citus.enable_ddl_propagation = off;
     -- 3. Foreign keys between tables not yet distributed, kept to re-create.
@@ -198,6 +199,42 @@ begin
     for v_table in select t.relid from pg_temp.citus_targets t
                     where exists (select 1 from pg_dist_partition d where d.logicalrelid = t.relid) loop
         perform undistribute_table(v_table);
+    end loop;
+    -- A table that already holds rows (a database that ran on a single node
+    -- before Citus came): Citus copies its rows into the new shards with the
+    -- table's triggers already on the shards, so every trigger that fires on
+    -- INSERT would act again for each existing row. The statement-level
+    -- audit capture would write a second, false insert record (or, for a
+    -- reference table, fail: the trail is not distributed yet); the legacy
+    -- seal chain's guard refuses any insert (a database sealed before 0020
+    -- could not distribute); an application's own insert trigger would act
+    -- again. So they go before the copy: the insert capture for good (step 7,
+    -- _citus_audit_per_row(), puts the row-level capture in its place; the
+    -- tables are listed in pg_temp.citus_capture_moved for it), every other
+    -- enabled insert trigger to be created again from its own definition
+    -- once its table is distributed (after step 5), which Citus sends to
+    -- every shard. A disabled or replica-only trigger is left as it is.
+    create temporary table if not exists pg_temp.citus_capture_moved (relid regclass primary key) on commit drop;
+    create temporary table if not exists pg_temp.citus_insert_triggers (relid regclass, name name, def text)
+        on commit drop;
+    truncate pg_temp.citus_insert_triggers;
+    insert into pg_temp.citus_capture_moved
+    select t.relid from pg_temp.citus_targets t
+     where exists (select 1 from pg_trigger tg
+                    where tg.tgrelid = t.relid and tg.tgname = 'clinicdb_audit_insert' and not tg.tgisinternal
+                      and tg.tgfoid <> 'clinicdb.audit_capture_row()'::regprocedure)
+    on conflict do nothing;
+    insert into pg_temp.citus_insert_triggers
+    select tg.tgrelid, tg.tgname, pg_get_triggerdef(tg.oid)
+      from pg_trigger tg join pg_temp.citus_targets t on t.relid = tg.tgrelid
+     where not tg.tgisinternal and tg.tgenabled = 'O' and (tg.tgtype::integer & 4) <> 0
+       and tg.tgname <> 'clinicdb_audit_insert';
+    for v_table in select m.relid from pg_temp.citus_capture_moved m
+                    where m.relid in (select t.relid from pg_temp.citus_targets t) loop
+        execute format('drop trigger if exists clinicdb_audit_insert on %s', v_table);
+    end loop;
+    for v_trigger in select m.relid, m.name from pg_temp.citus_insert_triggers m loop
+        execute format('drop trigger %I on %s', v_trigger.name, v_trigger.relid);
     end loop;
 
     -- 4. Reference tables, then distributed ones co-located with the audit trail.
@@ -235,9 +272,12 @@ begin
         perform create_distributed_table(v_table, 'clinic_id', colocate_with => 'clinicdb.audit_log');
     end loop;
 
-    -- 5. The foreign keys, as they were.
+    -- 5. The foreign keys, as they were, and the insert triggers moved aside above.
     foreach v_sql in array v_fks loop
         execute v_sql;
+    end loop;
+    for v_trigger in select m.def from pg_temp.citus_insert_triggers m loop
+        execute v_trigger.def;
     end loop;
 end
 $$;
@@ -279,7 +319,8 @@ begin
       left join clinicdb.audit_settings s on s.table_name = c.oid
      where c.oid = v_table
      group by n.nspname, c.relname;
-    execute format('drop trigger clinicdb_audit_insert on %s', v_table);
+    -- (Already gone when _citus_distribute_tables() moved it aside for the copy of the table's rows.)
+    execute format('drop trigger if exists clinicdb_audit_insert on %s', v_table);
     execute format('create trigger clinicdb_audit_insert after insert on %s for each row '
                    'execute function clinicdb.audit_capture_row(%s)', v_table, v_args);
     if v_kind = 'reference' then
@@ -566,10 +607,14 @@ $f$;
 
     -- 7. Audit capture per row on every audited table (again on every call:
     --    attach_audit() puts the statement-level triggers back).
-    perform clinicdb._citus_audit_per_row(t.tgrelid)
-       from pg_trigger t join pg_dist_partition d on d.logicalrelid = t.tgrelid
-      where t.tgname = 'clinicdb_audit_insert' and not t.tgisinternal
-        and t.tgfoid <> 'clinicdb.audit_capture_row()'::regprocedure;
+    --    (With the tables whose insert capture steps 3-5 moved aside.)
+    perform clinicdb._citus_audit_per_row(r.relid)
+       from (select t.tgrelid::regclass as relid from pg_trigger t
+              where t.tgname = 'clinicdb_audit_insert' and not t.tgisinternal
+                and t.tgfoid <> 'clinicdb.audit_capture_row()'::regprocedure
+             union
+             select m.relid from pg_temp.citus_capture_moved m) r
+       join pg_dist_partition d on d.logicalrelid = r.relid;
 end
 $$;
 comment on procedure clinicdb.citus_distribute() is
