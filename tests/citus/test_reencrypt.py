@@ -15,11 +15,10 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from citus_helpers import run_clinicdb, scoped
+from citus_helpers import key_material, log_offsets, logged_since, run_clinicdb, scoped
 
 from clinicdb import encryption
 from clinicdb.citus import clinic_context_statements
@@ -155,19 +154,6 @@ def test_reencrypt_moves_a_rotated_clinic_to_its_active_version_and_leaves_the_o
     assert not [p for p in plaintexts for row in audit for text in row if p in text], "plaintext in the audit trail"
 
 
-def _offsets(citus: CitusSet) -> dict[Path, int]:
-    return {log: log.stat().st_size for log in citus.log_files()}
-
-
-def _logged_since(offsets: dict[Path, int]) -> dict[Path, str]:
-    found = {}
-    for log, offset in offsets.items():
-        with log.open("rb") as f:
-            f.seek(offset)
-            found[log] = f.read().decode("utf-8", "replace")
-    return found
-
-
 def test_reencrypt_leaves_no_key_and_no_plaintext_in_any_node_log(
     citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID], master_key: str
 ) -> None:
@@ -176,17 +162,16 @@ def test_reencrypt_leaves_no_key_and_no_plaintext_in_any_node_log(
     the workers log the shards' updates."""
     a, _ = clinic_pair
     values_a, _ = _rotated_pair(citus, clinic_pair, master_key)
-    offsets = _offsets(citus)
+    offsets = log_offsets(citus)
     _reencrypt(citus, master_key, a)
-    logged = _logged_since(offsets)
+    logged = logged_since(offsets)
     assert _versions(admin, a) == {(2, 2)}
     keyring = encryption.KeyringCache(master_key)
     with psycopg.connect(citus.app_url) as conn:
         keyring.load(conn, a)
-    ring = keyring.keyring(a)
-    keys = [k for part in ring.split("/")[3:] for k in part.split(",") if len(k) >= 32]
-    assert len(keys) >= 2, "the keyring carries no data key"
-    secrets = [v for s in [master_key, ring, *keys] for v in (s, s.upper())]
+    secrets = key_material(master_key, keyring.keyring(a))
+    # The master key and the keyring, then the encryption, MAC and blind-index keys of versions 1 and 2.
+    assert len(secrets) == 2 * (2 + 3 * 2), "the keyring does not carry the old and the active version's keys"
     plaintexts = [v for pair in values_a.values() for v in pair]
     workers = [text for log, text in logged.items() if log != citus.log_files()[0]]
     assert any("update" in text.lower() and "patients" in text for text in workers), "no worker logged an update"
