@@ -174,6 +174,8 @@ def reencrypt(
         result = encryption.reencrypt(url, key, batch_size=batch_size, plans=plans,
                                       on_batch=lambda _plan, scanned: bar.update(scanned))  # fmt: skip
     click.echo(f"re-encrypted {result.rows_rewritten} of {result.rows_scanned} rows scanned in {len(plans)} table(s)")
+    if result.rows_skipped:
+        click.echo(f"{result.rows_skipped} row(s) written meanwhile by the application were left as written")
 
 
 @keys.command()

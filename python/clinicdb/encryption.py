@@ -11,7 +11,8 @@ key tables are tenant tables and an operator must see every clinic), put the
 master key in force for their transactions only
 (``clinicdb.keys.set_master_key``) with parameter logging switched off, and
 call the SQL functions of ``sql/functions/clinic_keys.sql`` and
-``sql/functions/reencrypt.sql``.
+``sql/functions/reencrypt.sql`` (on a Citus coordinator, re-encryption opens
+and seals values on the coordinator instead: ``_reencrypt_citus``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from clinicdb._reencrypt_citus import citus_batch, citus_remaining
 from clinicdb._scope import make_scope, scope_sql, set_scope
+from clinicdb.citus import clinic_context_statements, is_citus
 from clinicdb.keys import (
     MASTER_KEY_SETTING,
     NEW_MASTER_KEY_SETTING,
@@ -307,6 +310,8 @@ class ReencryptResult:
     plans: list[ReencryptPlan] = field(default_factory=list)
     rows_scanned: int = 0
     rows_rewritten: int = 0
+    # Citus only: rows the application rewrote between a batch's read and its update, left as written.
+    rows_skipped: int = 0
 
 
 def reencrypt_plan(admin_url: str, clinic: uuid.UUID | None = None) -> list[ReencryptPlan]:
@@ -355,17 +360,54 @@ def _batch(conn: Conn, plan: ReencryptPlan, master_key: str, batch_size: int) ->
         conn.execute("reset role")
         assert row is not None
         last_id, scanned, rewritten = row[0], int(row[1]), int(row[2])
-        conn.execute(
-            "insert into clinicdb.reencrypt_progress as p"
-            " (table_name, clinic_id, target_version, last_id, rows_scanned, rows_rewritten)"
-            " values (%s::regclass, %s, %s, %s, %s, %s)"
-            " on conflict (table_name, clinic_id, target_version) do update"
-            "   set last_id = coalesce(excluded.last_id, p.last_id),"
-            "       rows_scanned = p.rows_scanned + excluded.rows_scanned,"
-            "       rows_rewritten = p.rows_rewritten + excluded.rows_rewritten, updated_at = now()",
-            (plan.table, plan.clinic_id, plan.target_version, last_id, scanned, rewritten),
-        )
+        _checkpoint(conn, plan, last_id, scanned, rewritten)
     return last_id, scanned, rewritten
+
+
+_CHECKPOINT = (
+    "insert into clinicdb.reencrypt_progress as p"
+    " (table_name, clinic_id, target_version, last_id, rows_scanned, rows_rewritten)"
+    " values (%s::regclass, %s, %s, %s, %s, %s)"
+    " on conflict (table_name, clinic_id, target_version) do update"
+    "   set last_id = coalesce(excluded.last_id, p.last_id),"
+    "       rows_scanned = p.rows_scanned + excluded.rows_scanned,"
+    "       rows_rewritten = p.rows_rewritten + excluded.rows_rewritten, updated_at = "
+)
+
+
+def _checkpoint(
+    conn: Conn, plan: ReencryptPlan, last_id: uuid.UUID | None, scanned: int, rewritten: int, *, citus: bool = False
+) -> None:
+    """Record a batch in clinicdb.reencrypt_progress, in the batch's transaction.
+
+    Citus refuses a non-immutable function such as now() in ON CONFLICT DO
+    UPDATE on its (reference) tables: there the inserted row's default, which
+    the coordinator evaluates, gives the time.
+    """
+    conn.execute(
+        _CHECKPOINT + ("excluded.updated_at" if citus else "now()"),
+        (plan.table, plan.clinic_id, plan.target_version, last_id, scanned, rewritten),
+    )
+
+
+def _citus_batch(
+    conn: Conn, plan: ReencryptPlan, master_key: str, batch_size: int
+) -> tuple[uuid.UUID | None, int, int, int]:
+    """One committed batch on a Citus coordinator, as the operator, with its checkpoint (_reencrypt_citus).
+
+    The clinic is in force by the ``SET LOCAL`` statements Citus carries to
+    the workers (for the shards' audit rows); the master key by
+    ``set_config`` on the coordinator only, where the values are opened and
+    sealed again.
+    """
+    with _keyed(conn, master_key):
+        for statement in clinic_context_statements(plan.clinic_id):
+            conn.execute(statement)
+        last_id, scanned, rewritten, skipped = citus_batch(
+            conn, plan.table, plan.clinic_id, plan.resume_after, batch_size
+        )
+        _checkpoint(conn, plan, last_id, scanned, rewritten, citus=True)
+    return last_id, scanned, rewritten, skipped
 
 
 def _remaining(conn: Conn, plan: ReencryptPlan, master_key: str) -> int:
@@ -375,6 +417,11 @@ def _remaining(conn: Conn, plan: ReencryptPlan, master_key: str) -> int:
         row = conn.execute("select clinicdb.reencrypt_remaining(%s::regclass)", (plan.table,)).fetchone()
         conn.execute("reset role")
     return int(row[0]) if row else 0
+
+
+def _citus_remaining(conn: Conn, plan: ReencryptPlan, master_key: str) -> int:
+    with _keyed(conn, master_key):
+        return citus_remaining(conn, plan.table, plan.clinic_id)
 
 
 def reencrypt(
@@ -393,15 +440,26 @@ def reencrypt(
     exception from ``on_batch``, a lost connection, Ctrl-C) resumes after the
     last committed batch. After the walk, rows written meanwhile by a
     transaction that still used the old version are caught by a second pass.
+
+    On a Citus coordinator the values are opened and sealed again on the
+    coordinator (the workers never hold a key) and written back only where
+    the row still holds what the batch read; a row the application changed
+    meanwhile counts in ``rows_skipped`` (docs/citus.md).
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     result = ReencryptResult(plans=plans if plans is not None else reencrypt_plan(admin_url, clinic))
     with psycopg.connect(admin_url) as conn:
+        with conn.transaction():  # committed: each batch below must be a transaction of its own, not a savepoint
+            on_citus = is_citus(conn)
         for plan in result.plans:
             for _attempt in range(3):
                 while True:
-                    last_id, scanned, rewritten = _batch(conn, plan, master_key, batch_size)
+                    if on_citus:
+                        last_id, scanned, rewritten, skipped = _citus_batch(conn, plan, master_key, batch_size)
+                        result.rows_skipped += skipped
+                    else:
+                        last_id, scanned, rewritten = _batch(conn, plan, master_key, batch_size)
                     result.rows_scanned += scanned
                     result.rows_rewritten += rewritten
                     plan.done_rows += scanned
@@ -411,7 +469,8 @@ def reencrypt(
                         on_batch(plan, scanned)
                     if scanned < batch_size:
                         break
-                if _remaining(conn, plan, master_key) == 0:
+                remaining = _citus_remaining if on_citus else _remaining
+                if remaining(conn, plan, master_key) == 0:
                     break
                 plan.resume_after = None  # rows written under the old version meanwhile: walk again
             with conn.transaction():

@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -53,3 +54,26 @@ def align_txid_counters(citus: CitusSet) -> None:
     finally:
         for conn in conns:
             conn.close()
+
+
+def log_offsets(citus: CitusSet) -> dict[Path, int]:
+    """Where each node's log ends now: what :func:`logged_since` reads from."""
+    return {log: log.stat().st_size for log in citus.log_files()}
+
+
+def logged_since(offsets: dict[Path, int]) -> dict[Path, str]:
+    """What each node logged after :func:`log_offsets` was taken."""
+    found = {}
+    for log, offset in offsets.items():
+        with log.open("rb") as f:
+            f.seek(offset)
+            found[log] = f.read().decode("utf-8", "replace")
+    return found
+
+
+def key_material(master: str, keyring: str) -> list[str]:
+    """The master key, the keyring text and every data key in it (hex), in both cases."""
+    parts = keyring.split("/")
+    keys = [k for part in parts[3:] for k in part.split(",") if len(k) >= 32]
+    assert keys, "the keyring carries no data key"
+    return [v for s in [master, keyring, *keys] for v in (s, s.upper())]

@@ -11,11 +11,11 @@ and the library, asserted on the whole log of every node afterwards.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from citus_helpers import key_material, log_offsets, logged_since
 
 from clinicdb import ClinicDB, encryption
 from clinicdb.devcluster.citus import CitusSet
@@ -23,27 +23,6 @@ from clinicdb.keys import set_master_key
 from clinicdb.sealing import open_column, seal_row
 
 SSN = "123-45-6789"
-
-
-def _offsets(citus: CitusSet) -> dict[Path, int]:
-    return {log: log.stat().st_size for log in citus.log_files()}
-
-
-def _logged_since(offsets: dict[Path, int]) -> dict[Path, str]:
-    found = {}
-    for log, offset in offsets.items():
-        with log.open("rb") as f:
-            f.seek(offset)
-            found[log] = f.read().decode("utf-8", "replace")
-    return found
-
-
-def _key_material(master: str, keyring: str) -> list[str]:
-    """The master key, the keyring text and every data key in it (hex), in both cases."""
-    parts = keyring.split("/")
-    keys = [k for part in parts[3:] for k in part.split(",") if len(k) >= 32]
-    assert keys, "the keyring carries no data key"
-    return [v for s in [master, keyring, *keys] for v in (s, s.upper())]
 
 
 def test_no_key_material_in_any_node_log(
@@ -55,7 +34,7 @@ def test_no_key_material_in_any_node_log(
     logged."""
     a, _ = clinic_pair
     master = master_key
-    offsets = _offsets(citus)
+    offsets = log_offsets(citus)
     encryption.ensure_key(citus.admin_url, a, master)
     encryption.rotate(citus.admin_url, a, master)
     keyring = encryption.KeyringCache(master)
@@ -87,8 +66,8 @@ def test_no_key_material_in_any_node_log(
         app.execute(
             "insert into patients (mrn, given_name, family_name, ssn) values ('KL-2', 'Ann', 'Lee', %s)", (SSN,)
         )
-    logged = _logged_since(offsets)
-    secrets = _key_material(master, keyring.keyring(a))
+    logged = logged_since(offsets)
+    secrets = key_material(master, keyring.keyring(a))
     coordinator = logged[citus.log_files()[0]]
     # The statements that carried keys were logged (their keys were bound parameters, never text):
     assert "select clinicdb.export_keyring()" in coordinator, "loading the keyring was not logged"
@@ -112,7 +91,7 @@ def test_a_sealed_round_trip_leaves_no_key_and_no_plaintext_in_any_node_log(
     plaintext = "SEALED-" + uuid.uuid4().hex
     encryption.ensure_key(citus.admin_url, a, master_key)
     keyring = encryption.KeyringCache(master_key)
-    offsets = _offsets(citus)
+    offsets = log_offsets(citus)
     row_id = uuid.uuid4()
     with ClinicDB(citus.app_url, [], min_size=1, max_size=1, keyring=keyring) as db:
         with db.write(a) as cur:
@@ -128,11 +107,11 @@ def test_a_sealed_round_trip_leaves_no_key_and_no_plaintext_in_any_node_log(
                 (a, db.blind_index(a, "public.patients", "ssn", plaintext)),
             ).fetchall()
             assert open_column(cur, "public.patients", "ssn", rows) == [plaintext]
-    logged = _logged_since(offsets)
+    logged = logged_since(offsets)
     assert "clinicdb.seal_values" in logged[citus.log_files()[0]], "the coordinator did not log the sealing"
     assert any("insert into" in text.lower() for log, text in logged.items() if log != citus.log_files()[0]), (
         "no worker logged the shard's insert"
     )
     for log, text in logged.items():
-        leaked = [s[:6] + "..." for s in [*_key_material(master_key, keyring.keyring(a)), plaintext] if s in text]
+        leaked = [s[:6] + "..." for s in [*key_material(master_key, keyring.keyring(a)), plaintext] if s in text]
         assert not leaked, f"{log}: key material or plaintext in the log ({len(leaked)} values)"
