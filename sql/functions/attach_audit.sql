@@ -129,6 +129,9 @@ language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_citus boolean := to_regprocedure('clinicdb._citus_distribute_table(regclass)') is not null;
+    v_ddl_propagation text := current_setting('citus.enable_ddl_propagation', true);
 begin
     if p_mode is null or p_mode not in ('include', 'exclude', 'mask') then
         raise exception 'unknown audit mode %', coalesce(p_mode, 'NULL')
@@ -146,13 +149,30 @@ begin
     if p_mode = 'include' and p_column <> 'updated_at' then
         delete from clinicdb.audit_settings where table_name = p_table and column_name = p_column;
     else
+        -- The time and login come from the column defaults: Citus refuses a
+        -- function call in DO UPDATE SET on a reference table.
         insert into clinicdb.audit_settings (table_name, column_name, mode)
-        values (p_table, p_column, case p_mode when 'include' then 'include' else p_mode end)
+        values (p_table, p_column, p_mode)
         on conflict (table_name, column_name) do update
-            set mode = excluded.mode, set_at = now(), set_by = session_user;
+            set mode = excluded.mode, set_at = excluded.set_at, set_by = excluded.set_by;
     end if;
     if exists (select 1 from pg_trigger where tgrelid = p_table and tgname = 'clinicdb_audit_insert') then
+        -- On a distributed Citus coordinator (sql/functions/citus_profile.sql):
+        -- _citus_distribute_table() sets what trigger DDL on a distributed
+        -- table needs there, attach_audit() makes the capture functions and
+        -- statement-level triggers, which cannot run on shards, and
+        -- _citus_audit_table() puts the row-level capture back with the new
+        -- setting. DDL propagation ends as the caller had it.
+        if v_citus then
+            execute 'select clinicdb._citus_distribute_table($1)' into p_table using p_table;
+        end if;
         perform clinicdb.attach_audit(p_table);
+        if v_citus then
+            execute 'select clinicdb._citus_audit_table($1)' using p_table;
+            if v_ddl_propagation is not null then
+                perform set_config('citus.enable_ddl_propagation', v_ddl_propagation, true);
+            end if;
+        end if;
     end if;
 end
 $$;

@@ -78,3 +78,35 @@ def test_reference_table_change_is_audited_once_not_once_per_node(admin: psycopg
     assert _trail(admin, clinic[0]) == [("clinicdb.clinics", "insert", None)]
     admin.execute("update clinicdb.clinics set name = name || ' renamed' where id = %s", (clinic[0],))
     assert _trail(admin, clinic[0]) == [("clinicdb.clinics", "insert", None), ("clinicdb.clinics", "update", None)]
+
+
+def test_a_changed_audit_setting_takes_effect_and_keeps_every_write_audited(
+    citus: CitusSet, admin: psycopg.Connection[Any], clinic_pair: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """set_audit_column on the distributed coordinator (mask, then include again): the setting is recorded, the
+    next audit rows follow it, and writes keep their row-level audit capture (statement-level triggers cannot run
+    on shards)."""
+    a, _ = clinic_pair
+
+    def audited_family_name(mrn: str) -> object:
+        with scoped(citus.app_url, a) as conn:
+            conn.execute("insert into patients (mrn, given_name, family_name) values (%s, 'Ann', 'Secret')", (mrn,))
+        row = admin.execute(
+            "select new_values -> 'family_name' from clinicdb.audit_log"
+            " where clinic_id = %s and table_name = 'public.patients' and new_values ->> 'mrn' = %s",
+            (a, mrn),
+        ).fetchone()
+        assert row, f"the insert of {mrn} left no audit row"
+        return row[0]
+
+    try:
+        admin.execute("select clinicdb.set_audit_column('public.patients', 'family_name', 'mask')")
+        admin.execute("select clinicdb.set_audit_column('public.patients', 'family_name', 'mask')")  # again: DO UPDATE
+        assert admin.execute(
+            "select mode from clinicdb.audit_settings"
+            " where table_name = 'public.patients'::regclass and column_name = 'family_name'"
+        ).fetchone() == ("mask",)
+        assert audited_family_name("AS-1") == "[masked]"
+    finally:
+        admin.execute("select clinicdb.set_audit_column('public.patients', 'family_name', 'include')")
+    assert audited_family_name("AS-2") == "Secret"
