@@ -101,17 +101,14 @@ def _trail_rows(rows: list[tuple[Any, ...]], as_json: bool) -> None:
     print_table(_TRAIL_COLUMNS, table)
 
 
-_SELECT_TRAIL = (
+_SELECT_ROWS_FROM = (
     "select id, logged_at, clinic_id, table_name, row_id, action, old_values, new_values, purpose,"
-    " app_user, acting_role, session_role, request_id, txid, client_addr, application_name from clinicdb.audit_log"
+    " app_user, acting_role, session_role, request_id, txid, client_addr, application_name from "
 )
+_SELECT_TRAIL = _SELECT_ROWS_FROM + "clinicdb.audit_log"
 # On Citus the rows without a clinic (truncate, prune) are in a table of their own (migration 0046, docs/citus.md).
 _UNSCOPED = "clinicdb.audit_log_unscoped"
-_SELECT_UNSCOPED = (
-    "select id, logged_at, clinic_id, table_name, row_id, action, old_values, new_values, purpose,"
-    " app_user, acting_role, session_role, request_id, txid, client_addr, application_name"
-    " from clinicdb.audit_log_unscoped"
-)
+_SELECT_UNSCOPED = _SELECT_ROWS_FROM + _UNSCOPED
 
 
 def _has_unscoped(conn: psycopg.Connection[Any]) -> bool:

@@ -80,18 +80,22 @@ def distribute(url: str) -> None:
         _require_functions_in_sync(conn)
 
 
+def _has_function(conn: psycopg.Connection[Any], signature: str) -> bool:
+    """True when the routine ``signature`` exists (its migration has run)."""
+    found = conn.execute("select to_regprocedure(%s) is not null", (signature,)).fetchone()
+    return bool(found and found[0])
+
+
 def _call_if_present(conn: psycopg.Connection[Any], step: str) -> None:
     """``call clinicdb.<step>()`` when its migration has run (each step takes an ``undo`` boolean)."""
-    found = conn.execute("select to_regprocedure(%s) is not null", (f"clinicdb.{step}(boolean)",)).fetchone()
-    if found and found[0]:
+    if _has_function(conn, f"clinicdb.{step}(boolean)"):
         conn.execute(sql.SQL("call clinicdb.{}()").format(sql.Identifier(step)))
 
 
 def _require_functions_in_sync(conn: psycopg.Connection[Any]) -> None:
     """Raise when a worker still holds another version of a layer function after the profile ran (asked after
     the steps committed: the workers apply the definitions at commit)."""
-    found = conn.execute("select to_regprocedure('clinicdb._citus_function_drift()') is not null").fetchone()
-    if not (found and found[0]):
+    if not _has_function(conn, "clinicdb._citus_function_drift()"):
         return
     left = conn.execute(
         "select format('%s on %s (%s)', function_name, node, problem) from clinicdb._citus_function_drift()"

@@ -31,7 +31,7 @@ from psycopg import sql
 from clinicdb import ClinicDB, encryption
 from clinicdb.devcluster.binaries import chown_for_server
 from clinicdb.devcluster.bootstrap import DEV_LOGINS, ensure_logins
-from clinicdb.devcluster.citus import CITUS_SETTINGS, CitusSet
+from clinicdb.devcluster.citus import CITUS_SETTINGS, CitusSet, add_citus
 from clinicdb.devcluster.cluster import LocalCluster
 from clinicdb.sealing import open_column
 
@@ -139,17 +139,6 @@ def _single_node_phase(url: str, app_url: str) -> Before:
     return before
 
 
-def _add_citus(nodes: list[LocalCluster]) -> None:
-    """The DBA's steps before `clinicdb migrate`: the extension on every node, then the nodes registered."""
-    for node in nodes:
-        with psycopg.connect(node.url(), autocommit=True) as conn:
-            conn.execute("create extension citus")
-    with psycopg.connect(nodes[0].url(), autocommit=True) as conn:
-        conn.execute("select citus_set_coordinator_host('127.0.0.1', %s)", (nodes[0].port("primary"),))
-        for node in nodes[1:]:
-            conn.execute("select citus_add_node('127.0.0.1', %s)", (node.port("primary"),))
-
-
 @pytest.fixture(scope="module")
 def upgraded() -> Iterator[Upgraded]:
     """A database that ran on one node (sealed trail, encrypted SSNs) and was then upgraded to Citus."""
@@ -165,7 +154,7 @@ def upgraded() -> Iterator[Upgraded]:
             node.up()
         cluster = CitusSet(admin_url=nodes[0].url(), worker_admin_urls=[n.url() for n in nodes[1:]], nodes=nodes)
         before = _single_node_phase(cluster.admin_url, cluster.app_url)
-        _add_citus(nodes)
+        add_citus(nodes)
         done = run_clinicdb("migrate", "--database-url", cluster.admin_url)
         assert done.returncode == 0, done.stdout + done.stderr
         yield Upgraded(cluster=cluster, before=before, migrate_output=done.stdout)

@@ -72,6 +72,13 @@ def start_nodes(root: Path, *, workers: int = 2, settings: dict[str, str] | None
     ]
     for node in nodes:
         node.up()
+    add_citus(nodes)
+    return nodes
+
+
+def add_citus(nodes: list[LocalCluster]) -> None:
+    """The DBA's steps before ``clinicdb migrate``: the extension on every node, then the coordinator (the first
+    node) and the workers registered."""
     for node in nodes:
         with psycopg.connect(node.url(), autocommit=True) as conn:
             conn.execute("create extension if not exists citus")
@@ -79,7 +86,6 @@ def start_nodes(root: Path, *, workers: int = 2, settings: dict[str, str] | None
         conn.execute("select citus_set_coordinator_host('127.0.0.1', %s)", (nodes[0].port("primary"),))
         for node in nodes[1:]:
             conn.execute("select citus_add_node('127.0.0.1', %s)", (node.port("primary"),))
-    return nodes
 
 
 @contextlib.contextmanager
@@ -100,4 +106,4 @@ def throwaway_citus(*, workers: int = 2, settings: dict[str, str] | None = None)
         shutil.rmtree(root, ignore_errors=True)
 
 
-__all__ = ["CITUS_SETTINGS", "CitusSet", "citus_installed", "start_nodes", "throwaway_citus"]
+__all__ = ["CITUS_SETTINGS", "CitusSet", "add_citus", "citus_installed", "start_nodes", "throwaway_citus"]
